@@ -13,13 +13,17 @@ PIPQ := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || t
 
 # Setup is idempotent: it reinstalls only when requirements.txt or pyproject.toml changed since the last install.
 setup: $(STAMP)
-$(STAMP): requirements.txt pyproject.toml
+# Peers (Captum, pytorch-grad-cam) are test-only: requirements-peers.txt.
+PEERS_NODEPS := grad-cam==1.5.7
+$(STAMP): requirements.txt requirements-peers.txt pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@h=$$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16); \
+	@h=$$(cat requirements.txt requirements-peers.txt pyproject.toml | sha256sum | cut -c1-16); \
 	if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" = "$$h" ]; then touch $(STAMP); exit 0; fi; \
 	echo "Installing pinned requirements into $(VENV) (first time: a few minutes)"; \
 	set -o pipefail; \
 	$(BIN)/python -m pip install -q -r requirements.txt $(PIPQ) && \
+	$(BIN)/python -m pip install -q -r requirements-peers.txt $(PIPQ) && \
+	$(BIN)/python -m pip install -q --no-deps $(PEERS_NODEPS) $(PIPQ) && \
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . $(PIPQ) && \
 	echo "$$h" > $(STAMP)
 
