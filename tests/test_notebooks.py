@@ -32,8 +32,15 @@ def _flags():
 
 @pytest.mark.parametrize('nb', _notebooks(), ids=lambda p: str(p.relative_to(NBS)))
 def test_notebook(nb):
+    from xaikit.explainers.base import REGISTRY
     skip, force = _flags()
-    ok, secs = nbtest.test_nb(nb, skip_flags=skip, force_flags=force, basepath=ROOT, showerr=True)
+    saved = dict(REGISTRY)   # notebooks run in this process: classes they define and `@register` must not leak out
+    try: ok, secs = nbtest.test_nb(nb, skip_flags=skip, force_flags=force, basepath=ROOT, showerr=True)
+    finally:
+        for k, v in list(REGISTRY.items()):
+            if not v.__module__.startswith('xaikit.'):
+                if k in saved: REGISTRY[k] = saved[k]
+                else: del REGISTRY[k]          # `get_explainer` registers the library's class again on demand
     assert ok, f"{nb.relative_to(ROOT)} failed (traceback above)"
 
 
