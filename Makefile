@@ -42,7 +42,7 @@ docs: setup
 	$(BIN)/python scripts/build_docs.py
 
 export: setup
-	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export
 
 clean-venv:
 	rm -rf $(VENV)
