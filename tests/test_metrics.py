@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from xaikit.core import LogOdds, make_generator
+from xaikit.core import Explanation, LogOdds, make_generator
 from xaikit.data import BoxRecord
 from xaikit.models import wrap, tiny_vit
 from xaikit.perturb import make_baseline, score, grid_coalitions
@@ -391,12 +391,56 @@ def test_coco_samples_use_the_category_masks():
     if a is None or not (a / 'coco').is_dir(): pytest.skip('no COCO assets (set XAIKIT_ASSETS)')
     ds = CocoDataset()
     m = wrap(_tiny(size=64).model, input_size=64, resize=72)
-    S = samples(ds, m, limit=2)
+    with pytest.raises(ValueError, match='`label_map` is required: COCO labels index its 80 categories, not the model.s 5 classes'):
+        samples(ds, m, limit=2)
+    lm = {i: i % 5 for i in range(80)}
+    S = samples(ds, m, limit=2, label_map=lm)
     recs = [ds[0], ds[1]]
     assert len(S) == sum(len(set(r.labels.tolist())) for r in recs)
     s, r = S[0], recs[0]
     c = sorted(set(r.labels.tolist()))[0]
     ref = torch.as_tensor(np.asarray(map_mask(m, r.mask(c))))
-    assert s.id == f'{r.image_id}:{c}' and s.label == c
+    assert s.id == f'{r.image_id}:{c}' and s.label == c and s.target == c % 5 == s.model_target
     assert (s.gt is None and not ref.any()) or torch.equal(s.gt, ref.bool())
     with pytest.raises(ValueError, match='has no annotation in COCO image'): to_sample(r, m, label=999)
+
+
+def test_label_map_coco_to_imagenet():
+    "COCO categories asked as ImageNet classes or clusters: unmapped categories left out, names resolved, bad maps refused."
+    from xaikit.core import assets_dir
+    from xaikit.data import CocoDataset, COCO_TO_IMAGENET
+    a = assets_dir(required=False)
+    if a is None or not (a / 'coco').is_dir(): pytest.skip('no COCO assets (set XAIKIT_ASSETS)')
+    ds = CocoDataset()
+    m = wrap(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000)).eval(), input_size=64, resize=72)
+    S = samples(ds, m, limit=6, label_map=COCO_TO_IMAGENET)
+    present = [(r.image_id, c) for r in (ds[i] for i in range(6)) for c in sorted(set(r.labels.tolist()))]
+    want = [(i, c) for i, c in present if ds.class_names[c] in COCO_TO_IMAGENET]
+    assert 0 < len(want) < len(present)                                    # person (and others) have no ImageNet class
+    assert [s.id for s in S] == [f'{i}:{c}' for i, c in want]
+    for s in S: assert s.target == list(COCO_TO_IMAGENET[ds.class_names[s.label]])
+    dog = ds.class_names.index('dog')
+    assert all(s.target == [3] for s in samples(ds, m, limit=6, label_map={'dog': 3, 0: [1, 2]}) if s.label == dog)
+    with pytest.raises(ValueError, match="`label_map`: the data has no class named 'dragon'"): samples(ds, m, limit=1, label_map={'dragon': 1})
+    with pytest.raises(ValueError, match='`label_map`: class 1000 .* out of range'): samples(ds, m, limit=1, label_map={'dog': [5, 1000]})
+    with pytest.raises(ValueError, match='`label_map`: the value for'): samples(ds, m, limit=1, label_map={'dog': []})
+    with pytest.raises(TypeError, match='`label_map` must be a non-empty dict'): samples(ds, m, limit=1, label_map=[1, 2])
+
+
+def test_evaluate_scores_the_mapped_target():
+    "A sample's `target` (class or cluster) is what the explainer is asked for and what the curves score; `label` stays in the row."
+    m = _tiny()
+    x, g = torch.rand(3, 24, 24), boxes_mask([2, 2, 12, 12], (24, 24))
+    base = [Sample('a', x, 7, g), Sample('b', x, 8, g)]
+    S = samples(base, m, label_map={7: [1, 2], 9: 0})
+    assert [(s.id, s.label, s.target) for s in S] == [('a', 7, [1, 2])]
+    seen = []
+    class Spy:
+        name = 'spy'
+        def explain(self, image, targets):
+            seen.append(targets)
+            return Explanation(torch.rand(1, 24, 24, generator=torch.Generator().manual_seed(0)), targets, 'spy', image=image)
+    t = evaluate(S, Spy(), [InsertionDeletion(m, n_steps=4)])
+    assert seen == [[[1, 2]]] and t[0]['label'] == 7
+    ref = insertion_deletion(m, x, torch.rand(24, 24, generator=torch.Generator().manual_seed(0)), target=[1, 2], n_steps=4)
+    assert ref.target.classes == (1, 2) and t[0]['ins_auc'] == pytest.approx(ref.ins_auc) and t[0]['del_auc'] == pytest.approx(ref.del_auc)

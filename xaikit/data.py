@@ -20,9 +20,9 @@ from PIL import Image
 from .core import assets_dir
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'imagenet_root', 'coco_root', 'read_image', 'image_size', 'imagenet_wnids', 'class_index',
-           'write_annotation', 'parse_annotation', 'BoxRecord', 'ImageNetFolder', 'input_geometry', 'map_boxes',
-           'unmap_boxes', 'map_mask', 'CocoRecord', 'CocoDataset']
+__all__ = ['IMAGE_EXTENSIONS', 'COCO_TO_IMAGENET', 'imagenet_root', 'coco_root', 'read_image', 'image_size', 'imagenet_wnids',
+           'class_index', 'write_annotation', 'parse_annotation', 'BoxRecord', 'ImageNetFolder', 'input_geometry',
+           'map_boxes', 'unmap_boxes', 'map_mask', 'CocoRecord', 'CocoDataset']
 
 # %% ../nbs/40_data.ipynb #ec98a24b
 def _find_root(root, env:str, parts:tuple, what:str)->Path:
@@ -576,3 +576,22 @@ class CocoDataset(_Skippable):
         return rec
 
     def __repr__(self): return f"CocoDataset({self.ann_file}, {len(self)} images, {len(self.cat_ids)} categories, images in {self.images_dir})"
+
+# %% ../nbs/40_data.ipynb #c0c01a02
+def _r(a, b): return tuple(range(a, b))
+COCO_TO_IMAGENET = {   # COCO category name -> ImageNet class indices (standard order); categories without a counterpart are absent
+    'bicycle': (444, 671), 'car': (436, 468, 511, 609, 627, 656, 661, 751, 817), 'motorcycle': (665, 670),
+    'airplane': (404, 895), 'bus': (654, 779, 874), 'train': (466, 547, 565, 705, 820),
+    'truck': (555, 569, 675, 717, 864, 867), 'boat': (472, 484, 510, 554, 576, 625, 628, 724, 780, 814, 833, 871, 914),
+    'traffic light': (920,), 'stop sign': (919,), 'parking meter': (704,), 'bench': (703,),
+    'bird': _r(7, 25) + _r(80, 101) + _r(127, 147), 'cat': _r(281, 286), 'dog': _r(151, 269), 'horse': (339,),
+    'sheep': (348,), 'cow': (345,), 'elephant': (101, 385, 386), 'bear': _r(294, 298), 'zebra': (340,),
+    'backpack': (414,), 'umbrella': (879,), 'handbag': (748,), 'tie': (457, 906), 'skis': (795,),
+    'sports ball': (429, 430, 522, 574, 722, 768, 805, 852, 890), 'tennis racket': (752,),
+    'bottle': (440, 720, 737, 898, 907), 'cup': (504, 968), 'spoon': (910,), 'bowl': (659, 809),
+    'banana': (954,), 'apple': (948,), 'orange': (950,), 'broccoli': (937,), 'hot dog': (934,), 'pizza': (963,),
+    'chair': (423, 559, 765, 857), 'couch': (831,), 'potted plant': (738,), 'bed': (564,), 'dining table': (532,), 'toilet': (861,),
+    'tv': (664, 782, 851), 'laptop': (620,), 'mouse': (673,), 'remote': (761,), 'keyboard': (508,), 'cell phone': (487,),
+    'microwave': (651,), 'toaster': (859,), 'sink': (896,), 'refrigerator': (760,), 'book': (921,),
+    'clock': (409, 530, 892), 'vase': (883,), 'teddy bear': (850,), 'hair drier': (589,)}
+

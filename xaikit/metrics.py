@@ -6,7 +6,7 @@ Docs: https://xaikit.github.io/xaikit/metrics.html.md"""
 
 # %% ../nbs/20_metrics.ipynb #e13562ed
 from __future__ import annotations
-import math, time
+import dataclasses, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -252,9 +252,15 @@ class Sample:
     skip: str|None = None              # Why localisation metrics skip this sample (counted), else None
     boxes: torch.Tensor|None = None    # (K, 4) the boxes used, in input pixels (for display)
     meta: dict = field(default_factory=dict)
+    target: int|list|None = None       # The model's class, or a list of classes (a cluster), when not `label` (COCO -> ImageNet)
+    @property
+    def model_target(self):
+        "What the explainer and the curves score: `target` when set, else `label`."
+        return self.label if self.target is None else self.target
     def __repr__(self):
         gt = 'no gt' if self.gt is None else f"gt {int(self.gt.sum())} px"
-        return f"Sample({self.id}, label={self.label}, image={tuple(self.image.shape)}, {gt}{', skip: ' + self.skip if self.skip else ''})"
+        tg = '' if self.target is None else f", target={self.target if isinstance(self.target, int) else f'{len(self.target)} classes'}"
+        return f"Sample({self.id}, label={self.label}{tg}, image={tuple(self.image.shape)}, {gt}{', skip: ' + self.skip if self.skip else ''})"
 
 def make_sample(image,             # The image (anything `to_image` takes), original size
                 label:int,         # Its class
@@ -263,7 +269,8 @@ def make_sample(image,             # The image (anything `to_image` takes), orig
                 mask=None,         # (h, w) mask of the class at the original size
                 difficult=None,    # (K,) bool: 'difficult' flags of the boxes (left out)
                 id:str|None=None,  # Identifier
-                meta:dict|None=None
+                meta:dict|None=None,
+                target=None        # The model's class or classes when they are not `label` (see `Sample.target`)
                )->Sample:
     "A `Sample` from an image and its class's boxes or mask in original pixels, carried through the model's resize and crop."
     from xaikit.data import map_boxes, map_mask
@@ -297,7 +304,7 @@ def make_sample(image,             # The image (anything `to_image` takes), orig
         if mi.any(): gt |= mi
         else: why.append('mask outside the input crop')
     ok = bool(gt.any())
-    return Sample(str(id) if id is not None else '', x01, int(label), gt if ok else None, None if ok else '; '.join(why), used, dict(meta or {}))
+    return Sample(str(id) if id is not None else '', x01, int(label), gt if ok else None, None if ok else '; '.join(why), used, dict(meta or {}), target)
 
 def _kind(data)->str:
     from xaikit.data import BoxRecord, CocoRecord
@@ -310,7 +317,8 @@ def to_sample(record,              # A `BoxRecord` (ImageNet layout) or `CocoRec
               model,               # The model
               label:int|None=None, # The class (default: the record's label; required for COCO)
               source:str='auto',   # 'boxes', 'mask' or 'auto' (COCO masks, ImageNet boxes)
-              skip_difficult:bool=True # Leave out boxes flagged difficult (TorchRay)
+              skip_difficult:bool=True, # Leave out boxes flagged difficult (TorchRay)
+              target=None          # The model's class or classes when they are not `label` (see `Sample.target`)
              )->Sample:
     "The `Sample` of one record for class `label`; an error when the record has no annotation of that class."
     from xaikit.data import BoxRecord, CocoRecord
@@ -323,42 +331,65 @@ def to_sample(record,              # A `BoxRecord` (ImageNet layout) or `CocoRec
         sel = np.asarray(bl) == label
         if not sel.any(): raise ValueError(f"`label` {label} has no annotation in {Path(record.path).name} (classes present: {sorted(set(np.asarray(bl).tolist()))})")
         diff = None if (record.difficult is None or not skip_difficult) else np.asarray(record.difficult)[sel]
-        return make_sample(record.load(), label, model, boxes=record.boxes[sel], difficult=diff, id=Path(record.path).stem)
+        return make_sample(record.load(), label, model, boxes=record.boxes[sel], difficult=diff, id=Path(record.path).stem, target=target)
     if isinstance(record, CocoRecord):
         if label is None: raise ValueError("`label` is required for a COCO record (one sample per category present)")
         present = sorted(set(record.labels.tolist()))
         if label not in present: raise ValueError(f"`label` {label} has no annotation in COCO image {record.image_id} (classes present: {present})")
         if source in ('auto', 'mask'):
-            return make_sample(record.load(), label, model, mask=record.mask(label), id=f"{record.image_id}:{label}")
-        return make_sample(record.load(), label, model, boxes=record.boxes[record.labels == label], id=f"{record.image_id}:{label}")
+            return make_sample(record.load(), label, model, mask=record.mask(label), id=f"{record.image_id}:{label}", target=target)
+        return make_sample(record.load(), label, model, boxes=record.boxes[record.labels == label], id=f"{record.image_id}:{label}", target=target)
     raise TypeError(f"`record` must be a BoxRecord or CocoRecord, got {type(record).__name__}")
+
+def _label_map(label_map, names, m)->dict|None:
+    "`label_map` checked: data label -> the model's class (int) or classes (list); names resolved through `names`."
+    if label_map is None: return None
+    if not isinstance(label_map, dict) or not label_map: raise TypeError(f"`label_map` must be a non-empty dict, got {type(label_map).__name__}")
+    out, nc = {}, m.n_classes
+    for k, v in label_map.items():
+        if isinstance(k, str):
+            if names is None or k not in list(names): raise ValueError(f"`label_map`: the data has no class named {k!r}")
+            k = list(names).index(k)
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool): v = int(v)
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in v): v = [int(c) for c in v]
+        else: raise ValueError(f"`label_map`: the value for {k!r} must be a class index or a non-empty list of them, got {v!r}")
+        bad = [c for c in ([v] if isinstance(v, int) else v) if not 0 <= c < nc]
+        if bad: raise ValueError(f"`label_map`: class {bad[0]} (for {k!r}) is out of range for a model with {nc} classes")
+        out[int(k)] = v
+    return out
 
 def samples(data,                  # ImageNetFolder / BoxRecords, CocoDataset, SyntheticSet, or a sequence of Samples
             model,                 # The model (input size, resize and crop)
             source:str='auto',     # 'boxes', 'mask' or 'auto' (masks where the data has them)
-            limit:int|None=None    # Only the first `limit` images
+            limit:int|None=None,   # Only the first `limit` images
+            label_map:dict|None=None # Data label (index, or COCO name) -> the model's class or classes; unmapped labels are left out
            )->list[Sample]:
     "The `Sample`s of a data set: one per image (one per image and category for COCO)."
     if source not in ('auto', 'boxes', 'mask'): raise ValueError(f"`source` must be 'auto', 'boxes' or 'mask', got {source!r}")
-    k, out = _kind(data), []
+    k, out, m = _kind(data), [], wrap(model)
     n = len(data) if limit is None else min(limit, len(data))
+    lm = _label_map(label_map, getattr(data, 'class_names', None), m)
+    if k == 'coco':
+        if lm is None and m.n_classes != len(data.class_names):
+            raise ValueError(f"`label_map` is required: COCO labels index its {len(data.class_names)} categories, not the model's "
+                             f"{m.n_classes} classes (for an ImageNet model: `xaikit.data.COCO_TO_IMAGENET`)")
+        for i in range(n):
+            rec = data[i]
+            for c in sorted(set(rec.labels.tolist())):
+                if lm is None or c in lm: out.append(to_sample(rec, m, c, source, target=None if lm is None else lm[c]))
+        return out
     if k == 'synthetic':
-        m = wrap(model)
         for i in range(n):
             a = data.annotations[i]
             if len(a['masks']) == 0:
                 out.append(Sample(f"synthetic:{a['id']}", m.to_input(data.x01(i)), int(a['label']), skip='no evidence annotated', meta=dict(kind=a['kind'])))
             elif source == 'boxes': out.append(make_sample(data.x01(i), a['label'], m, boxes=a['boxes'], id=f"synthetic:{a['id']}", meta=dict(kind=a['kind'])))
             else: out.append(make_sample(data.x01(i), a['label'], m, mask=a['masks'].any(0), id=f"synthetic:{a['id']}", meta=dict(kind=a['kind'])))
-        return out
-    if k == 'coco':
-        for i in range(n):
-            rec = data[i]
-            for c in sorted(set(rec.labels.tolist())): out.append(to_sample(rec, model, c, source))
-        return out
-    items = list(data)[:n] if limit is not None else list(data)
-    for it in items: out.append(it if isinstance(it, Sample) else to_sample(it, model, None, source))
-    return out
+    else:
+        items = list(data)[:n] if limit is not None else list(data)
+        for it in items: out.append(it if isinstance(it, Sample) else to_sample(it, m, None, source))
+    if lm is None: return out
+    return [dataclasses.replace(s, target=lm[s.label]) for s in out if s.label in lm]
 
 # %% ../nbs/20_metrics.ipynb #af6c9ed3
 def _mass(m:torch.Tensor, normalize:str)->torch.Tensor:
@@ -712,7 +743,7 @@ class InsertionDeletion(Metric):
         if self.columns is None: raise ValueError(f"`which` must be 'both', 'insertion' or 'deletion', got {which!r}")
         self.n_forward = 0
     def __call__(self, saliency, sample):
-        c = insertion_deletion(self.model, sample.image, saliency, target=sample.label, which=self.which, **self.kw)
+        c = insertion_deletion(self.model, sample.image, saliency, target=sample.model_target, which=self.which, **self.kw)
         self.n_forward += c.n_forward
         out = {k: getattr(c, k) for k in self.columns}
         if self.keep_curves: out.update({k: v for k, v in (('fractions', c.fractions), ('ins_curve', c.insertion), ('del_curve', c.deletion)) if v is not None})
@@ -736,7 +767,7 @@ class ContrastiveFaithfulness(Metric):
         self.model, self.negatives, self.kw, self.n_forward = wrap(model), negatives, kw, 0
     def __call__(self, saliency, sample):
         neg = self.negatives(sample) if callable(self.negatives) else self.negatives
-        r = contrastive_faithfulness(self.model, sample.image, saliency, sample.label, neg, **self.kw)
+        r = contrastive_faithfulness(self.model, sample.image, saliency, sample.model_target, neg, **self.kw)
         self.n_forward += r['n_forward']
         return dict(cauc=r['cauc'], cdrop=r['cdrop'])
 
@@ -749,7 +780,7 @@ def _maps_for(saliency, seed:int):
         raise ValueError(f"`saliency` as a string must be 'center' or 'random', got {saliency!r}")
     if hasattr(saliency, 'explain'):
         def f(i, s):
-            e = saliency.explain(s.image, targets=s.label)
+            e = saliency.explain(s.image, targets=[s.model_target])
             return e.maps[0], dict(explain_s=e.seconds, explain_forwards=e.n_forward)
         return f
     if callable(saliency):
