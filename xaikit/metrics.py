@@ -341,21 +341,29 @@ def to_sample(record,              # A `BoxRecord` (ImageNet layout) or `CocoRec
         return make_sample(record.load(), label, model, boxes=record.boxes[record.labels == label], id=f"{record.image_id}:{label}", target=target)
     raise TypeError(f"`record` must be a BoxRecord or CocoRecord, got {type(record).__name__}")
 
+def _classes(v, arg, n_classes)->list[int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool): v = [v]
+    if isinstance(v, Target): v = list(v.classes)
+    if isinstance(v, torch.Tensor): v = v.flatten().tolist()
+    if not isinstance(v, (list, tuple)) or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in v):
+        raise TypeError(f"`{arg}` must be a class index or a list of them, got {v!r}")
+    bad = [int(c) for c in v if not 0 <= c < n_classes]
+    if bad: raise ValueError(f"`{arg}`: class {bad[0]} is out of range for a model with {n_classes} classes")
+    return [int(c) for c in v]
+
+
 def _label_map(label_map, names, m)->dict|None:
     "`label_map` checked: data label -> the model's class (int) or classes (list); names resolved through `names`."
     if label_map is None: return None
     if not isinstance(label_map, dict) or not label_map: raise TypeError(f"`label_map` must be a non-empty dict, got {type(label_map).__name__}")
-    out, nc = {}, m.n_classes
+    out, names = {}, None if names is None else list(names)
     for k, v in label_map.items():
         if isinstance(k, str):
-            if names is None or k not in list(names): raise ValueError(f"`label_map`: the data has no class named {k!r}")
-            k = list(names).index(k)
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool): v = int(v)
-        elif isinstance(v, (list, tuple)) and v and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in v): v = [int(c) for c in v]
-        else: raise ValueError(f"`label_map`: the value for {k!r} must be a class index or a non-empty list of them, got {v!r}")
-        bad = [c for c in ([v] if isinstance(v, int) else v) if not 0 <= c < nc]
-        if bad: raise ValueError(f"`label_map`: class {bad[0]} (for {k!r}) is out of range for a model with {nc} classes")
-        out[int(k)] = v
+            if names is None or k not in names: raise ValueError(f"`label_map`: the data has no class named {k!r}")
+            k = names.index(k)
+        cs = _classes(v, 'label_map', m.n_classes)
+        if not cs: raise ValueError(f"`label_map`: the value for {k!r} must be a class index or a non-empty list of them, got {v!r}")
+        out[int(k)] = cs[0] if isinstance(v, (int, np.integer)) else cs
     return out
 
 def samples(data,                  # ImageNetFolder / BoxRecords, CocoDataset, SyntheticSet, or a sequence of Samples
@@ -618,16 +626,6 @@ def insertion_deletion(model,                     # The classifier (a ModelAdapt
     return Curves(fractions, curves.get('insertion'), curves.get('deletion'), tg, kind, n_fwd, time.perf_counter() - t0, params)
 
 # %% ../nbs/20_metrics.ipynb #22351aa6
-def _classes(v, arg, n_classes)->list[int]:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool): v = [v]
-    if isinstance(v, Target): v = list(v.classes)
-    if isinstance(v, torch.Tensor): v = v.flatten().tolist()
-    if not isinstance(v, (list, tuple)) or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in v):
-        raise TypeError(f"`{arg}` must be a class index or a list of them, got {v!r}")
-    bad = [int(c) for c in v if not 0 <= c < n_classes]
-    if bad: raise ValueError(f"`{arg}`: class {bad[0]} is out of range for a model with {n_classes} classes")
-    return [int(c) for c in v]
-
 def contrastive_faithfulness(model,                 # The classifier
                              image,                 # The image (anything `to_image` takes); None: the Explanation's image
                              saliency,              # One contrastive map (H, W) at the model input, or an Explanation
