@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['ImageLike', 'seed_everything', 'make_generator', 'model_device', 'model_dtype', 'default_device', 'to_image',
-           'sample_image', 'Target', 'ClassLogit', 'ClassProb', 'LogOdds', 'ClusterLogit', 'ClusterProb', 'Contrast',
-           'as_targets', 'eval_targets', 'Explanation', 'normalize_map', 'assets_dir', 'Timer']
+__all__ = ['ImageLike', 'seed_everything', 'make_generator', 'model_device', 'model_dtype', 'default_device', 'as_size',
+           'to_image', 'sample_image', 'Target', 'ClassLogit', 'ClassProb', 'LogOdds', 'ClusterLogit', 'ClusterProb',
+           'Contrast', 'as_targets', 'eval_targets', 'Explanation', 'normalize_map', 'assets_dir', 'Timer',
+           'show_progress', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #0b8564b1
 def seed_everything(seed:int # Seed for Python's `random`, NumPy and torch (CPU and CUDA)
@@ -56,6 +57,17 @@ def default_device()->torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+# %% ../nbs/00_core.ipynb #33a5422a
+def as_size(size,             # An int (square) or a pair of ints (h, w)
+            arg:str='size'    # Argument name used in error messages
+           )->tuple[int, int]:
+    "`size` as a pair of positive ints `(h, w)`, or a `ValueError` naming `arg`."
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool): size = (size, size)
+    ok = isinstance(size, (tuple, list, torch.Size)) and len(size) == 2
+    if not (ok and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise ValueError(f"`{arg}` must be a positive int or a pair of positive ints (h, w), got {size!r}")
+    return (int(size[0]), int(size[1]))
 
 # %% ../nbs/00_core.ipynb #6c080a99
 ImageLike = 'str | Path | PIL.Image.Image | np.ndarray | torch.Tensor'
@@ -342,3 +354,18 @@ class Timer:
     def __exit__(self, *exc):
         if torch.cuda.is_available(): torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.t0
+
+# %% ../nbs/00_core.ipynb #d76f18f2
+def show_progress(progress:bool|None, # The user's choice: True, False, or None (automatic)
+                  n_steps:int,        # Steps the loop will take
+                  min_steps:int=20    # Automatic bars only from this many steps
+                 )->bool:
+    "Whether to show a progress bar: the user's choice, else only for long runs outside tests."
+    if progress is not None: return bool(progress)
+    return n_steps >= min_steps and not os.environ.get('IN_TEST') and 'PYTEST_CURRENT_TEST' not in os.environ
+
+def progress_bar(iterable=None, total:int|None=None, progress:bool|None=None, **kw):
+    "A tqdm bar (notebook-aware) that follows `show_progress`; `kw` go to tqdm (`desc`, `unit`, ...)."
+    from tqdm.auto import tqdm
+    n = total if total is not None else (len(iterable) if hasattr(iterable, '__len__') else 0)
+    return tqdm(iterable, total=total, disable=not show_progress(progress, n), leave=False, **kw)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from fastcore.basics import patch
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from .core import to_image, model_device, model_dtype, assets_dir, as_targets, e
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CIFAR10_CLASSES', 'imagenet_class_names', 'ModelAdapter', 'wrap',
-           'efficientnet_lite0', 'imagenet_subset', 'accuracy', 'CifarResNet', 'cifar_resnet', 'tiny_vit']
+           'efficientnet_lite0', 'imagenet_subset', 'accuracy', 'CifarResNet', 'cifar_resnet', 'tiny_vit', 'tiny_cnn']
 
 # %% ../nbs/01_models.ipynb #d7cb72b8
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -276,6 +277,29 @@ def wrap(model:nn.Module, **kwargs)->ModelAdapter:
         return model
     return ModelAdapter(model, **kwargs)
 
+# %% ../nbs/01_models.ipynb #b03f63a0
+_VIT_NORMS = ('norm1', 'layernorm_before', 'ln_1')
+
+@patch
+def default_cam_layer(self:ModelAdapter)->str:
+    "The default CAM layer: the last block's first norm for ViTs, the last spatial feature map for CNNs."
+    if self.is_vit:
+        cand = [n for n in self.layer_names() if n.split('.')[-1] in _VIT_NORMS]
+        if cand: return cand[-1]
+    order, handles = [], []
+    def hook(name):
+        def f(mod, inp, out):
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1: order.append(name)
+        return f
+    try:
+        for n, m in self.model.named_modules():
+            if n: handles.append(m.register_forward_hook(hook(n)))
+        with torch.inference_mode(): self(torch.zeros(1, 3, *self.input_size, device=self.device, dtype=self.dtype))
+    finally:
+        for h in handles: h.remove()
+    if not order: raise ValueError(f"{self.name} has no layer with a spatial output; pass `layer`")
+    return order[-1]
+
 # %% ../nbs/01_models.ipynb #8c978023
 _LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 _LITE0_TOP = {'_conv_stem': 'conv_stem', '_bn0': 'bn1', '_conv_head': 'conv_head', '_bn1': 'bn2', '_fc': 'classifier'}
@@ -404,5 +428,20 @@ def tiny_vit(library:str='hf',  # 'hf', 'timm' or 'torchvision'
             from torchvision.models import VisionTransformer
             m = VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=depth, num_heads=heads,
                                   hidden_dim=dim, mlp_dim=4 * dim, num_classes=num_classes)
+            nn.init.normal_(m.heads.head.weight, std=dim ** -0.5)   # torchvision zero-initialises the head: logits would all be 0
         else: raise ValueError(f"`library` must be 'hf', 'timm' or 'torchvision', got {library!r}")
     return ModelAdapter(m.eval(), mean=(0.5,) * 3, std=(0.5,) * 3, name=f'tiny_vit_{library}')
+
+# %% ../nbs/01_models.ipynb #cf894f38
+def tiny_cnn(input_size:int=32,      # Input size (square) or (h, w)
+             width:int=8,            # Channels of both convolutions
+             num_classes:int=10,     # Outputs of the linear head
+             act:type=nn.ReLU,       # Activation after the first convolution (e.g. nn.GELU to test unsupported layers)
+             seed:int=0              # Seed of the random weights
+            )->ModelAdapter:
+    "A small CNN with random weights (seeded): conv-act-conv-ReLU, global average pooling, linear head."
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        m = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1), act(), nn.Conv2d(width, width, 3, 1, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+    return ModelAdapter(m.eval(), input_size=input_size, class_names=[f'class {i}' for i in range(num_classes)], name='tiny_cnn')

@@ -13,7 +13,6 @@ from torch.overrides import TorchFunctionMode
 
 from ..core import eval_targets
 from .base import Explainer, register
-from .gradcam import default_cam_layer
 
 # %% auto #0
 __all__ = ['check_mwp_support', 'ExcitationBackprop']
@@ -142,7 +141,7 @@ class ExcitationBackprop(Explainer):
                 ):
         super().__init__(model)
         check_mwp_support(self.model.model)
-        self.layer = self.model.resolve_layer_name(layer) if layer is not None else default_cam_layer(self.model)
+        self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.contrastive, self.upsample = contrastive, upsample
 
     def _explain(self, x01, x, logits, targets):

@@ -14,30 +14,7 @@ from ..models import ModelAdapter
 from .base import Explainer, register
 
 # %% auto #0
-__all__ = ['default_cam_layer', 'GradCAM']
-
-# %% ../../nbs/10_gradcam.ipynb #1c7c18d6
-_VIT_NORMS = ('norm1', 'layernorm_before', 'ln_1')
-
-def default_cam_layer(model:ModelAdapter)->str:
-    "The default Grad-CAM layer of `model`: last block's first norm for ViTs, last spatial feature map for CNNs."
-    names = model.layer_names()
-    if model.is_vit:
-        cand = [n for n in names if n.split('.')[-1] in _VIT_NORMS]
-        if cand: return cand[-1]
-    order, handles = [], []
-    def hook(name):
-        def f(mod, inp, out):
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1: order.append(name)
-        return f
-    try:
-        for n, m in model.model.named_modules():
-            if n: handles.append(m.register_forward_hook(hook(n)))
-        with torch.inference_mode(): model(torch.zeros(1, 3, *model.input_size, device=model.device, dtype=model.dtype))
-    finally:
-        for h in handles: h.remove()
-    if not order: raise ValueError(f"{model.name} has no layer with a spatial output; pass `layer`")
-    return order[-1]
+__all__ = ['GradCAM']
 
 # %% ../../nbs/10_gradcam.ipynb #6f557194
 @register
@@ -46,14 +23,14 @@ class GradCAM(Explainer):
     name = 'gradcam'
     target_kind = 'logit'
     def __init__(self, model,
-                 layer:str|None=None,       # Dotted layer name; default `default_cam_layer(model)`
+                 layer:str|None=None,       # Dotted layer name; default `model.default_cam_layer()`
                  variant:str='classic',     # 'classic' (spatially averaged gradients) or 'elementwise'
                  relu:bool=True,            # Clamp the map at zero (CWOX uses False)
                  upsample:bool=True         # Resize maps bilinearly to the input resolution
                 ):
         super().__init__(model)
         if variant not in ('classic', 'elementwise'): raise ValueError(f"`variant` must be 'classic' or 'elementwise', got {variant!r}")
-        self.layer = self.model.resolve_layer_name(layer) if layer is not None else default_cam_layer(self.model)
+        self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.variant, self.relu, self.upsample = variant, relu, upsample
 
     own_forward = True
