@@ -37,10 +37,7 @@ def test_notebook(nb):
     saved = dict(REGISTRY)   # notebooks run in this process: classes they define and `@register` must not leak out
     try: ok, secs = nbtest.test_nb(nb, skip_flags=skip, force_flags=force, basepath=ROOT, showerr=True)
     finally:
-        for k, v in list(REGISTRY.items()):
-            if not v.__module__.startswith('xaikit.'):
-                if k in saved: REGISTRY[k] = saved[k]
-                else: del REGISTRY[k]          # `get_explainer` registers the library's class again on demand
+        REGISTRY.clear(); REGISTRY.update(saved)
     assert ok, f"{nb.relative_to(ROOT)} failed (traceback above)"
 
 

@@ -1,13 +1,17 @@
-"The explainers: `GradCAM`, `ExcitationBackprop`, `RISE`, `LIME`, `Occlusion`, and the registry behind `xaikit.explain`."
-# Hand-written re-exports (nbdev never regenerates package __init__ files); each class is imported on first access.
-from .base import Explainer, explain, get_explainer, register, REGISTRY, BUILTIN
+"""The explainers: the contract (`Explainer`, `PerturbationExplainer`, `Result`), the registry, and every built-in method.
 
-_CLASSES = {'GradCAM': 'gradcam', 'ExcitationBackprop': 'excitation', 'RISE': 'rise', 'LIME': 'lime', 'Occlusion': 'occlusion'}
+Hand-written (nbdev never regenerates package `__init__` files). Every module of this package is imported here, so the
+registry is complete as soon as `xaikit` is imported, and a new method module (`#| default_exp explainers.NAME`) is found
+without editing this file. Each module's public names (its `__all__`) are re-exported: `from xaikit.explainers import RISE`.
+"""
+import importlib as _importlib, pkgutil as _pkgutil
 
-def __getattr__(name):
-    if name in _CLASSES:
-        import importlib
-        return getattr(importlib.import_module(f'.{_CLASSES[name]}', __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .base import *
+from .base import __all__ as _base_all
 
-def __dir__(): return sorted(list(globals()) + list(_CLASSES))
+__all__ = list(_base_all)
+for _m in sorted(_m.name for _m in _pkgutil.iter_modules(__path__)):
+    if _m == 'base' or _m.startswith('_'): continue
+    _mod = _importlib.import_module(f'{__name__}.{_m}')
+    for _n in getattr(_mod, '__all__', ()):
+        globals()[_n] = getattr(_mod, _n); __all__.append(_n)

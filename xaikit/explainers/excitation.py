@@ -12,7 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..core import eval_targets
-from .base import Explainer, register
+from .base import Explainer, Result, register
 
 # %% auto #0
 __all__ = ['check_mwp_support', 'ExcitationBackprop']
@@ -134,6 +134,9 @@ class ExcitationBackprop(Explainer):
     "Excitation backprop: marginal winning probability at a layer, optionally contrastive."
     name = 'mwp'
     target_kind = 'logit'
+    sanity_params = dict(contrastive=True)   # plain MWP is nearly class-insensitive (see the sanity tests)
+    sanity_images = ('chelsea', 'coffee')
+    bad_params = [(dict(layer='nope'), "`layer` 'nope' not found")]
     def __init__(self, model,
                  layer:str|None=None,       # Layer whose MWP is the map; default as Grad-CAM's
                  contrastive:bool=False,    # Contrastive MWP (target minus its dual, positive part)
@@ -162,4 +165,4 @@ class ExcitationBackprop(Explainer):
         sal = P.detach().float().sum(1, keepdim=True)
         if self.contrastive: sal = sal.clamp_min(0)
         if self.upsample: sal = F.interpolate(sal, size=x.shape[-2:], mode='bilinear', align_corners=False)
-        return sal[:, 0], T, {'layer': self.layer}
+        return Result(sal[:, 0], n_forward=T, extras={'layer': self.layer})

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..core import as_targets, eval_targets
-from ..models import ModelAdapter
-from .base import Explainer, register
+from ..core import eval_targets
+from .base import Explainer, Result, register
 
 # %% auto #0
 __all__ = ['GradCAM']
@@ -22,6 +21,9 @@ class GradCAM(Explainer):
     "Grad-CAM (classic or element-wise) at any layer of a CNN or ViT."
     name = 'gradcam'
     target_kind = 'logit'
+    needs_logits = False                # its own forward with autograd resolves the targets
+    sanity_images = ('chelsea', 'coffee')
+    bad_params = [(dict(layer='2.wieght'), "`layer` '2.wieght' not found"), (dict(variant='fancy'), '`variant`')]
     def __init__(self, model,
                  layer:str|None=None,       # Dotted layer name; default `model.default_cam_layer()`
                  variant:str='classic',     # 'classic' (spatially averaged gradients) or 'elementwise'
@@ -33,14 +35,13 @@ class GradCAM(Explainer):
         self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.variant, self.relu, self.upsample = variant, relu, upsample
 
-    own_forward = True
     def _explain(self, x01, x, logits, targets):
         m = self.model
         with torch.enable_grad(), m.record(self.layer) as rec:
             out = m(x)                                          # one forward, with autograd: it also resolves `targets`
             act = rec[self.layer]
             if not act.requires_grad: raise ValueError(f"`layer` {self.layer!r} does not depend on the input through differentiable ops")
-            targets = as_targets(targets, out.detach(), kind=self.target_kind)
+            targets = self.resolve_targets(targets, out.detach())
             scores, T = eval_targets(targets, out)[0], len(targets)
             # one backward per target, each only through the layers above `layer` (cheap for the usual last-stage layer)
             grad = torch.cat([torch.autograd.grad(scores[t], act, retain_graph=t < T - 1)[0] for t in range(T)])
@@ -51,4 +52,4 @@ class GradCAM(Explainer):
         cam = (w * act).sum(1, keepdim=True).float()
         if self.relu: cam = cam.clamp_min(0)
         if self.upsample: cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)
-        return cam[:, 0], 1, {'layer': self.layer, 'scores': scores.detach().float().cpu()}, targets
+        return Result(cam[:, 0], n_forward=1, extras={'layer': self.layer, 'scores': scores.detach().float().cpu()}, targets=targets)

@@ -6,12 +6,14 @@ Docs: https://xaikit.github.io/xaikit/lime.html.md"""
 
 # %% ../../nbs/13_lime.ipynb #0195a7f1
 from __future__ import annotations
+import inspect
 import numpy as np
 import torch
+from fastcore.meta import delegates
 
 from ..core import make_generator
-from ..perturb import superpixel_coalitions, score
-from .base import Explainer, register
+from ..perturb import superpixel_coalitions
+from .base import PerturbationExplainer, Result, register
 
 # %% auto #0
 __all__ = ['segment', 'weighted_ridge', 'LIME']
@@ -25,9 +27,12 @@ def segment(x01:torch.Tensor,           # Image (3, H, W) in [0, 1]
     "Superpixels of an image with scikit-image."
     from skimage.segmentation import quickshift, slic
     img = x01.detach().float().cpu().permute(1, 2, 0).numpy().astype(np.float64)
+    fn = {'quickshift': quickshift, 'slic': slic}.get(method)
+    if fn is None: raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {method!r}")
+    unknown = sorted(set(kw) - set(inspect.signature(fn).parameters) - {'image'})
+    if unknown: raise ValueError(f"unknown option(s) {unknown} of scikit-image's `{method}` (a misspelt LIME keyword?)")
     if method == 'quickshift': seg = quickshift(img, **{'kernel_size': 4, 'max_dist': 200, 'ratio': 0.2, 'rng': seed, **kw})
-    elif method == 'slic': seg = slic(img, **{'n_segments': 50, 'compactness': 10, 'start_label': 0, **kw})
-    else: raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {method!r}")
+    else: seg = slic(img, **{'n_segments': 50, 'compactness': 10, 'start_label': 0, **kw})
     return torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape)).long()
 
 def weighted_ridge(Z:torch.Tensor,   # Design (N, F)
@@ -45,38 +50,42 @@ def weighted_ridge(Z:torch.Tensor,   # Design (N, F)
     return beta, ym - zm @ beta
 
 # %% ../../nbs/13_lime.ipynb #1df23f68
+_ENGINE = set(inspect.signature(PerturbationExplainer.__init__).parameters) - {'self', 'model'}
+
 @register
-class LIME(Explainer):
+@delegates(keep=True)
+class LIME(PerturbationExplainer):
     "LIME over superpixels: kernel-weighted ridge regression, closed form, all targets at once."
     name = 'lime'
-    target_kind = 'prob'
+    test_params = dict(n_samples=16)
+    sanity_params = dict(n_samples=150)
+    bad_params = [(dict(n_samples=0), '`n_samples`'), (dict(n_samples=1), '`n_samples`'),
+                  (dict(segmentation='felzenszwalb'), '`segmentation`')]
+    demo_params = dict(n_samples=300)
     def __init__(self, model,
                  n_samples:int=1000,            # Number of perturbed samples N
-                 segmentation:str='quickshift', # 'quickshift' or 'slic', or pass `segments` to `explain`
+                 segmentation:str='quickshift', # 'quickshift' or 'slic'
                  kernel_width:float=0.25,       # Width of the exponential kernel on cosine distance
                  alpha:float=1.0,               # Ridge penalty
                  baseline='black',              # Replacement for hidden superpixels (LIME: black)
-                 batch_size:int|None=None,      # Images per forward
-                 progress:bool|None=None,       # Progress bar (default: for long runs, never in tests)
-                 seed:int=0,                    # Seed of the samples and the segmentation
-                 **seg_kw                       # Options of the segmentation function
+                 **kwargs                       # Engine settings of `PerturbationExplainer` (batch_size, amp, seed, ...),
+                                                # then options of the segmentation function (e.g. `n_segments` for SLIC)
                 ):
-        super().__init__(model)
-        if not isinstance(n_samples, int) or n_samples < 2: raise ValueError(f"`n_samples` must be an int >= 2, got {n_samples!r}")
+        super().__init__(model, baseline=baseline, **{k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE})
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+            raise ValueError(f"`n_samples` must be an int >= 2, got {n_samples!r}")
         if segmentation not in ('quickshift', 'slic'): raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {segmentation!r}")
-        self.n_samples, self.segmentation, self.kernel_width, self.alpha = n_samples, segmentation, kernel_width, alpha
-        self.baseline, self.batch_size, self.progress, self.seed, self.seg_kw = baseline, batch_size, progress, seed, seg_kw
+        self.n_samples, self.segmentation, self.kernel_width, self.alpha, self.seg_kw = n_samples, segmentation, kernel_width, alpha, kwargs
 
     def _explain(self, x01, x, logits, targets):
         seg = segment(x01, self.segmentation, self.seed, **self.seg_kw)
         F_ = int(seg.max()) + 1
         Z = torch.rand(self.n_samples, F_, generator=make_generator(self.seed)) < 0.5
         Z[0] = True
-        S, info = score(self.model, x01, superpixel_coalitions(Z, seg), targets, kind='prob', baseline=self.baseline,
-                        batch_size=self.batch_size, progress=self.progress, return_info=True)
+        S = self.score(x01, superpixel_coalitions(Z, seg), targets)
         Zf = Z.double()
         d = 1 - Zf.sum(1) / (Zf.norm(dim=1).clamp_min(1e-12) * F_ ** 0.5)        # cosine distance to the all-ones sample
         w = torch.sqrt(torch.exp(-d ** 2 / self.kernel_width ** 2))
         beta, icpt = weighted_ridge(Zf, S.double().cpu(), w, self.alpha)
         maps = beta.T.float()[:, seg]                                             # (T, H, W)
-        return maps, info['n_forward'], {'segments': seg, 'coef': beta.T.float(), 'intercept': icpt.float(), 'n_superpixels': F_}
+        return Result(maps, extras={'segments': seg, 'coef': beta.T.float(), 'intercept': icpt.float(), 'n_superpixels': F_})

@@ -7,39 +7,39 @@ Docs: https://xaikit.github.io/xaikit/occlusion.html.md"""
 # %% ../../nbs/14_occlusion.ipynb #ee925bab
 from __future__ import annotations
 import torch
+from fastcore.meta import delegates
 
 from ..core import eval_targets
-from ..perturb import window_regions, occlusion_coalitions, score
-from .base import Explainer, register
+from ..perturb import window_regions, occlusion_coalitions
+from .base import PerturbationExplainer, Result, register
 
 # %% auto #0
 __all__ = ['Occlusion']
 
 # %% ../../nbs/14_occlusion.ipynb #a3bf0a1e
 @register
-class Occlusion(Explainer):
+@delegates()
+class Occlusion(PerturbationExplainer):
     "Sliding-window occlusion: per-pixel average score drop over the windows covering it."
     name = 'occlusion'
-    target_kind = 'prob'
+    test_params = dict(window=8, stride=8)
+    sanity_params = dict(window=32, stride=32)
+    bad_params = [(dict(window=0), '`window`'), (dict(stride=0), '`stride`'), (dict(window=64), '`window`')]
+    demo_params = dict(window=32, stride=16)
     def __init__(self, model,
                  window:int|tuple=32,       # Window size (h, w) or int
                  stride:int|tuple=16,       # Window stride
-                 baseline='zero',           # Replacement for the window (see `perturb.make_baseline`)
                  cover_border:bool=True,    # Add windows flush with the bottom/right border when the stride does not reach it
-                 batch_size:int|None=None,  # Images per forward
-                 progress:bool|None=None,   # Progress bar (default: for long runs, never in tests)
-                 amp:torch.dtype|None=None  # Optional fp16/bf16 autocast
+                 **kwargs                   # Engine settings of `PerturbationExplainer` (baseline, batch_size, amp, ...)
                 ):
-        super().__init__(model)
-        self.window, self.stride, self.baseline, self.cover_border, self.batch_size, self.amp = window, stride, baseline, cover_border, batch_size, amp
-        self.progress = progress
+        super().__init__(model, **kwargs)
+        self.window, self.stride, self.cover_border = window, stride, cover_border
         self._regions = window_regions(self.model.input_size, window, stride, flush=cover_border)
 
     def _explain(self, x01, x, logits, targets):
         R = self._regions
-        S, info = score(self.model, x01, occlusion_coalitions(R, 1), targets, kind='prob', baseline=self.baseline,
-                        batch_size=self.batch_size, amp=self.amp, progress=self.progress, return_info=True)
+        S = self.score(x01, occlusion_coalitions(R, 1), targets)
         drop = eval_targets(targets, logits).float().to(S.device) - S              # (K, T)
         Rf = R.to(S.device).flatten(1).float()                                      # (K, HW)
         maps = (drop.T @ Rf) / Rf.sum(0).clamp_min(1)
-        return maps.view(len(targets), *self.model.input_size), info['n_forward'], {'n_windows': len(R)}
+        return Result(maps.view(len(targets), *self.model.input_size), extras={'n_windows': len(R)})

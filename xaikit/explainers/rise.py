@@ -7,47 +7,43 @@ Docs: https://xaikit.github.io/xaikit/rise.html.md"""
 # %% ../../nbs/12_rise.ipynb #c05c2f8f
 from __future__ import annotations
 import torch
+from fastcore.meta import delegates
 
-from ..perturb import RISEMasks, score
-from .base import Explainer, register
+from ..perturb import RISEMasks
+from .base import PerturbationExplainer, Result, register
 
 # %% auto #0
 __all__ = ['RISE']
 
 # %% ../../nbs/12_rise.ipynb #bcdd65c5
 @register
-class RISE(Explainer):
+@delegates()
+class RISE(PerturbationExplainer):
     "RISE saliency from `n_masks` random masks; all targets from the same forwards."
     name = 'rise'
-    target_kind = 'prob'
+    test_params = dict(n_masks=32)
+    sanity_params = dict(n_masks=256, center=True)
+    bad_params = [(dict(n_masks=0), '`n_masks`'), (dict(s=0), '`s`'), (dict(p=1.5), '`p`'), (dict(batch_size=0), '`batch_size`')]
+    demo_params = dict(n_masks=1000, center=True)
     def __init__(self, model,
                  n_masks:int=4000,          # Number of random masks N
                  s:int=7,                   # Grid size of the masks
                  p:float=0.5,               # Keep probability
-                 baseline='zero',           # Replacement for masked pixels (see `perturb.make_baseline`)
-                 batch_size:int|None=None,  # Images per forward (default from the engine)
-                 progress:bool|None=None,   # Progress bar (default: for long runs, never in tests)
-                 amp:torch.dtype|None=None, # Optional fp16/bf16 autocast
-                 seed:int=0,                # Seed of the masks
-                 center:bool=False          # Subtract the mean score before weighting (variance reduction; see above)
+                 center:bool=False,         # Subtract the mean score before weighting (variance reduction; see above)
+                 **kwargs                   # Engine settings of `PerturbationExplainer` (baseline, batch_size, amp, seed, ...)
                 ):
-        super().__init__(model)
-        if not isinstance(n_masks, int) or n_masks < 1: raise ValueError(f"`n_masks` must be a positive int, got {n_masks!r}")
-        self.n_masks, self.s, self.p, self.baseline, self.batch_size, self.amp, self.seed = n_masks, s, p, baseline, batch_size, amp, seed
-        self.center = center
-        self.progress = progress
+        super().__init__(model, **kwargs)
+        if isinstance(n_masks, bool) or not isinstance(n_masks, int) or n_masks < 1:
+            raise ValueError(f"`n_masks` must be a positive int, got {n_masks!r}")
+        self.n_masks, self.s, self.p, self.center = n_masks, s, p, center
+        RISEMasks(1, self.model.input_size, s=s, p=p)          # check `s` and `p` now, not at the first image
 
     def masks(self)->RISEMasks:
         "The explainer's masks (regenerated lazily from the seed)."
         return RISEMasks(self.n_masks, self.model.input_size, s=self.s, p=self.p, seed=self.seed)
 
-    def _saliency(self, x01, targets):
-        masks = self.masks()
-        S, info = score(self.model, x01, masks, targets, kind='prob', baseline=self.baseline, batch_size=self.batch_size,
-                        amp=self.amp, progress=self.progress, return_info=True)
-        if self.center: S = S - S.mean(0)
-        return masks.weighted_sum(S) / (self.n_masks * self.p), info['n_forward']
-
     def _explain(self, x01, x, logits, targets):
-        sal, n = self._saliency(x01, targets)
-        return sal, n, {}
+        masks = self.masks()
+        S = self.score(x01, masks, targets)
+        if self.center: S = S - S.mean(0)
+        return Result(masks.weighted_sum(S) / (self.n_masks * self.p))
