@@ -1,4 +1,4 @@
-"""The synthetic ground-truth benchmark and the two models trained on it (xaikit.synthetic).
+"""The synthetic ground-truth benchmark (xaikit.synthetic) and the two models trained on it (xaikit.synthetic_models).
 
 Acceptance checks of the benchmark issue: reproducible generation (checksums), COCO / ImageNet-layout exports read back
 by pycocotools and the ILSVRC parser, deterministic training, and, with the committed checkpoints in data/, held-out
@@ -13,17 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from xaikit.synthetic import (CLASSES, CLASS_IDS, CLASS_NAMES, CNN_RECIPE, CONFUSION_GROUPS, HOLDOUT_SEED, VIT_RECIPE,
-                              background_boxes, build_model, confusion_blocks, confusion_matrix, data_dirs,
-                              dataset_sha256, evidence_test, export_coco, export_imagenet_layout, find_checkpoint,
-                              grey_boxes, image_name, load_checkpoint, make_dataset, predict_proba, state_sha256,
-                              synthetic_cnn, synthetic_vit, train_model)
+from xaikit.synthetic import (CLASSES, CLASS_IDS, CLASS_NAMES, HOLDOUT_SEED, background_boxes, confusion_blocks,
+                              dataset_sha256, export_coco, export_imagenet_layout, grey_boxes, image_name, make_dataset)
+from xaikit.synthetic_models import (CNN_RECIPE, VIT_RECIPE, build_model, confusion_matrix, evidence_test, find_checkpoint,
+                                     load_checkpoint, predict_proba, state_sha256, train_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # sha256 of make_dataset(26, 64, seed=0) (images, labels, masks, annotations) on the reference platform (x86-64, torch 2.x CPU)
 SHA_26_64_SEED0 = 'f2c8d2542f8a534346c0c377f75f1692cdf7e30fb7d8ca383f22b359f67b2e7c'
-# sha256 of the committed checkpoints' weights (xaikit.synthetic.state_sha256)
+# sha256 of the committed checkpoints' weights (xaikit.synthetic_models.state_sha256)
 CKPT_SHA = {'cnn': 'ee3888d1db844ced9524dcaa4a4a71cb352368fdda2731b5ca9dc7bf28e58e34',
             'vit': 'df4ba52e367992a2e609f039336046873e74d7f1e05b8f611abb688675d714e7'}
 
