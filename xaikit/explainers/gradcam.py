@@ -35,6 +35,10 @@ class GradCAM(Explainer):
         self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.variant, self.relu, self.upsample = variant, relu, upsample
 
+    def weights(self, act:torch.Tensor, grad:torch.Tensor)->torch.Tensor:
+        "Weights of the activations `act` `(T, C, h, w)` from their gradients: channel means (classic) or the gradients themselves."
+        return grad.mean((2, 3), keepdim=True) if self.variant == 'classic' else grad
+
     def _explain(self, x01, x, logits, targets):
         m = self.model
         with torch.enable_grad(), m.record(self.layer) as rec:
@@ -48,8 +52,7 @@ class GradCAM(Explainer):
         act, grad = act.detach(), grad.detach()
         if act.ndim == 3: act, grad = m.tokens_to_grid(act), m.tokens_to_grid(grad)
         if act.ndim != 4: raise ValueError(f"`layer` {self.layer!r} outputs shape {tuple(act.shape)}; Grad-CAM needs (B, C, h, w) maps or ViT tokens")
-        w = grad.mean((2, 3), keepdim=True) if self.variant == 'classic' else grad
-        cam = (w * act).sum(1, keepdim=True).float()
+        cam = (self.weights(act, grad) * act).sum(1, keepdim=True).float()
         if self.relu: cam = cam.clamp_min(0)
         if self.upsample: cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)
         return Result(cam[:, 0], n_forward=1, extras={'layer': self.layer, 'scores': scores.detach().float().cpu()}, targets=targets)

@@ -24,7 +24,7 @@ class RISE(PerturbationExplainer):
     test_params = dict(n_masks=32)
     sanity_params = dict(n_masks=256, center=True)
     bad_params = [(dict(n_masks=0), '`n_masks`'), (dict(s=0), '`s`'), (dict(p=1.5), '`p`'), (dict(batch_size=0), '`batch_size`')]
-    demo_params = dict(n_masks=1000, center=True)
+    demo_params = dict(n_masks=500, center=True)
     def __init__(self, model,
                  n_masks:int=4000,          # Number of random masks N
                  s:int=7,                   # Grid size of the masks
