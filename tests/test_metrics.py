@@ -5,22 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from xaikit.core import Explanation, LogOdds, make_generator
+from xaikit.core import Explanation, make_generator
 from xaikit.data import BoxRecord
-from xaikit.models import wrap, tiny_vit
-from xaikit.perturb import make_baseline, score, grid_coalitions
+from xaikit.models import wrap, tiny_cnn, tiny_vit
+from xaikit.perturb import score, grid_coalitions
+from xaikit.reference import loop_curves, loop_contrastive
 from xaikit.metrics import (Table, SkipSample, as_map, boxes_mask, gt_region, tolerance_region, center_map, center_point,
                             random_map, pointing_game, stochastic_pointing_game, energy_in_region, curve_auc,
                             insertion_deletion, contrastive_faithfulness, Sample, make_sample, to_sample, samples,
                             PointingGame, StochasticPointingGame, Energy, InsertionDeletion, Insertion, Deletion,
-                            ContrastiveFaithfulness, evaluate, summarize, HIGHER_IS_BETTER)
+                            ContrastiveFaithfulness, evaluate, summarize)
 
 
 def _tiny(size=24, classes=5, seed=0):
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-                              torch.nn.Flatten(), torch.nn.Linear(32, classes)).eval()
-    return wrap(net, input_size=size)
+    return tiny_cnn(input_size=size, num_classes=classes, seed=seed)
 
 
 class _Counter:
@@ -118,31 +116,7 @@ def test_boxes_and_masks():
     assert gt_region((8, 8), boxes=[3, 3, 5, 5], mask=mk).sum() == 5
 
 
-# ---------------------------------------------------------------- insertion / deletion
-
-def _loop_curves(model, x01, sal, cls, n, ins_sub='blur', del_sub='zero', patch=None, kind='prob'):
-    "Reference: one forward per step, each perturbed image built by hand."
-    H, W = sal.shape
-    if patch is None: unit = torch.arange(H * W).view(H, W); vals = sal.flatten()
-    else:
-        gh, gw = H // patch, W // patch
-        unit = (torch.arange(H)[:, None] * gh // H) * gw + (torch.arange(W)[None] * gw // W)
-        vals = torch.stack([sal[unit == u].mean() for u in range(gh * gw)])
-    N = len(vals)
-    order = torch.sort(vals, descending=True, stable=True).indices
-    xn, bi, bd = model.normalize(x01[None]), make_baseline(model, x01, ins_sub), make_baseline(model, x01, del_sub)
-    ins, dele = [], []
-    def f(z):
-        if kind == 'prob': return z.softmax(-1)[0, cls]
-        if kind == 'logodds': return LogOdds(cls)(z)[0]
-        if kind == 'top1': return (z.argmax(-1)[0] == cls).float()
-    with torch.no_grad():
-        for r in range(n + 1):
-            chosen = torch.zeros(N); chosen[order[:r * N // n]] = 1
-            top = chosen[unit][None, None]
-            ins.append(f(model(xn * top + bi * (1 - top)))); dele.append(f(model(xn * (1 - top) + bd * top)))
-    return torch.stack(ins).float(), torch.stack(dele).float()
-
+# ---------------------------------------------------------------- insertion / deletion (reference: xaikit.reference)
 
 @pytest.mark.parametrize('patch,kind,subs', [(None, 'prob', ('blur', 'zero')), (4, 'logodds', ('mean', 'black')),
                                              (None, 'top1', ('zero', 'zero')), (6, 'prob', (0.3, 'blur'))])
@@ -151,8 +125,9 @@ def test_curves_equal_a_plain_loop(patch, kind, subs):
     gen = torch.Generator().manual_seed(3)
     x, sal = torch.rand(3, 24, 24, generator=gen), torch.rand(24, 24, generator=gen)
     n = 8 if patch is None else min(8, (24 // patch) ** 2)
-    c = insertion_deletion(m, x, sal, target=3, n_steps=n, patch=patch, kind=kind, insertion_substrate=subs[0], deletion_substrate=subs[1], batch_size=5)
-    ri, rd = _loop_curves(m, x, sal, 3, n, subs[0], subs[1], patch, kind)
+    c = insertion_deletion(m, x, sal, target=3, n_steps=n, patch=patch, kind=kind, insertion_substrate=subs[0],
+                           deletion_substrate=subs[1], batch_size=5)
+    ri, rd = loop_curves(m, x, sal, 3, n, subs[0], subs[1], patch, kind)
     assert (c.insertion - ri).abs().max() < 1e-4 and (c.deletion - rd).abs().max() < 1e-4
     # forwards: 2n+1, or 2n when both curves share the substrate
     assert c.n_forward == 2 * n + (0 if subs[0] == subs[1] else 1)
@@ -225,28 +200,7 @@ def test_curve_auc_known_curves():
     with pytest.raises(ValueError, match='`y` contains NaN'): curve_auc([0., float('nan')])
 
 
-# ---------------------------------------------------------------- CAUC / CDROP
-
-def _loop_cwox(model, x01, sal, pos, neg, delta, step, tau, smooth):
-    "Reference written from the formulas: delete chunk after chunk from a copy, one forward per point."
-    H, W = sal.shape
-    h = sal.double().clamp_min(0); h = h / h.max() if h.max() > 0 else h
-    n_d = int((h > h.min() + delta * (h.max() - h.min())).sum()) if delta <= 1 else int(delta)
-    stop = math.ceil(n_d / step)
-    order = torch.sort(h.flatten(), descending=True, stable=True).indices
-    cur, s = model.normalize(x01[None]).clone(), []
-    with torch.no_grad():
-        for i in range(max(stop, 1)):
-            if i: cur.flatten(2)[..., order[(i - 1) * step:i * step]] = 0
-            p = model(cur).softmax(-1)[0].double()
-            s.append(p[pos].sum() * (1 - p[neg].sum()))
-    s = torch.stack(s)
-    L = len(s)
-    cauc = (s.sum() - 0.5 * (s[0] + s[L - 1])) / (math.ceil(H * W / step) + 1)
-    end = s[stop - smooth:stop].mean() if stop >= smooth else s[L - 1]
-    t = tau * H * W
-    return float(cauc), float((s[0] - end) / math.log2(1 + max(n_d, t) / t)), n_d, L
-
+# ---------------------------------------------------------------- CAUC / CDROP (reference: xaikit.reference)
 
 @pytest.mark.parametrize('delta,step,smooth,pos,neg', [(0.5, 16, 3, 1, [3]), (0.2, 5, 3, [0, 2], [3, 4]), (40, 7, 2, 4, [0]),
                                                         (0.9, 64, 3, 2, [1]), (1.0, 16, 3, 2, [1]), (0.3, 9, 5, 0, [])])
@@ -255,9 +209,11 @@ def test_cauc_cdrop_equal_a_plain_loop(delta, step, smooth, pos, neg):
     gen = torch.Generator().manual_seed(5)
     x, sal = torch.rand(3, 24, 24, generator=gen), torch.randn(24, 24, generator=gen)
     r = contrastive_faithfulness(m, x, sal, pos, neg, delta=delta, step=step, smooth=smooth, batch_size=4)
-    cauc, cdrop, n_d, L = _loop_cwox(m, x, sal, [pos] if isinstance(pos, int) else pos, neg, delta, step, 0.05, smooth)
-    assert (r['n_delta'], r['n_forward'], len(r['curve'])) == (n_d, L, L)
-    assert r['cauc'] == pytest.approx(cauc, abs=1e-6) and r['cdrop'] == pytest.approx(cdrop, abs=1e-6)
+    ref = loop_contrastive(m, x, sal, pos, neg, delta, step, 0.05, smooth)
+    L = len(ref['curve'])
+    assert L == max(math.ceil(ref['n_delta'] / step), 1)
+    assert (r['n_delta'], r['n_forward'], len(r['curve'])) == (ref['n_delta'], L, L)
+    assert r['cauc'] == pytest.approx(ref['cauc'], abs=1e-6) and r['cdrop'] == pytest.approx(ref['cdrop'], abs=1e-6)
 
 
 def test_cwox_negatives_by_count():
@@ -334,8 +290,11 @@ def test_evaluate_table_and_summary():
     s2 = PointingGame().summarize(t2)
     assert s2['pg'] == pytest.approx((2 / 3 + 0) / 2) and s2['pg_image'] == pytest.approx(0.5)
     assert evaluate(S, 'random', mets, seed=1)['ins_auc'] == evaluate(S, 'random', mets, seed=1)['ins_auc']
-    assert HIGHER_IS_BETTER['del_auc'] is False and Insertion(m).higher_is_better is True and Deletion(m).higher_is_better is False
+    assert InsertionDeletion.higher_is_better['del_auc'] is False
+    assert Insertion(m).higher_is_better is True and Deletion(m).higher_is_better is False
     assert ContrastiveFaithfulness(m).higher_is_better == {'cauc': False, 'cdrop': True}
+    # the directions live on the classes; summarize reads them from the metrics it is given
+    assert sm.meta['higher_is_better'] == dict(pg=True, pg_image=True, spg=True, energy=True, ins_auc=True, del_auc=False)
     md = t.select('id', 'method', 'pg_hit').to_markdown()
     assert md.splitlines()[0] == '| id | method | pg_hit |' and '| i0 | oracle | 1 |' in md
 
@@ -412,7 +371,7 @@ def test_label_map_coco_to_imagenet():
     a = assets_dir(required=False)
     if a is None or not (a / 'coco').is_dir(): pytest.skip('no COCO assets (set XAIKIT_ASSETS)')
     ds = CocoDataset()
-    m = wrap(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000)).eval(), input_size=64, resize=72)
+    m = wrap(tiny_cnn(num_classes=1000).model, input_size=64, resize=72)
     S = samples(ds, m, limit=6, label_map=COCO_TO_IMAGENET)
     present = [(r.image_id, c) for r in (ds[i] for i in range(6)) for c in sorted(set(r.labels.tolist()))]
     want = [(i, c) for i, c in present if ds.class_names[c] in COCO_TO_IMAGENET]
@@ -444,3 +403,22 @@ def test_evaluate_scores_the_mapped_target():
     assert seen == [[[1, 2]]] and t[0]['label'] == 7
     ref = insertion_deletion(m, x, torch.rand(24, 24, generator=torch.Generator().manual_seed(0)), target=[1, 2], n_steps=4)
     assert ref.target.classes == (1, 2) and t[0]['ins_auc'] == pytest.approx(ref.ins_auc) and t[0]['del_auc'] == pytest.approx(ref.del_auc)
+
+
+# ---------------------------------------------------------------- the package
+
+def test_package_reexports_every_public_name_and_directions_live_on_the_classes():
+    "`from xaikit.metrics import X` works for every public name of the five modules; no direction table is left."
+    import importlib, xaikit.metrics as M
+    for mod in ('table', 'base', 'localization', 'faithfulness', 'evaluation'):
+        sub = importlib.import_module(f'xaikit.metrics.{mod}')
+        missing = [n for n in sub.__all__ if getattr(M, n, None) is not getattr(sub, n)]
+        assert not missing, (mod, missing)
+        assert not hasattr(sub, 'HIGHER_IS_BETTER')
+    assert not hasattr(M, 'HIGHER_IS_BETTER') and callable(M.samples)
+    m = _tiny()
+    dirs = {}
+    for mt in (PointingGame(), StochasticPointingGame(), Energy(), InsertionDeletion(m), ContrastiveFaithfulness(m)):
+        dirs.update(mt.directions())
+    assert dirs == dict(pg=True, pg_image=True, spg=True, energy=True, ins_auc=True, del_auc=False, cauc=False, cdrop=True)
+    assert InsertionDeletion(m, which='deletion').directions() == {'del_auc': False}

@@ -12,7 +12,7 @@ from .core import as_targets, eval_targets
 from .models import wrap
 
 # %% auto #0
-__all__ = ['loop_scores']
+__all__ = ['loop_scores', 'loop_curves', 'loop_contrastive']
 
 # %% ../nbs/04_reference.ipynb #eab34519
 def loop_scores(model,                   # A classifier (wrapped with `wrap` if it is not a ModelAdapter)
@@ -33,3 +33,66 @@ def loop_scores(model,                   # A classifier (wrapped with `wrap` if 
             mk = mk.to(x)
             rows.append(eval_targets(tg, m(x * mk + b * (1 - mk)))[0].float())
     return torch.stack(rows)
+
+# %% ../nbs/04_reference.ipynb #780e3092
+import math
+from .perturb import make_baseline
+
+def loop_curves(model,                       # A classifier (wrapped with `wrap` if it is not a ModelAdapter)
+                x01:torch.Tensor,            # The model-input image (3, H, W) in [0, 1]
+                saliency:torch.Tensor,       # The map (H, W)
+                target:int,                  # The class scored
+                n_steps:int,                 # Equal steps: unit counts r * N // n_steps
+                insertion_substrate='blur',  # What insertion starts from (`perturb.make_baseline`)
+                deletion_substrate='zero',   # What deleted units become
+                patch:int|None=None,         # Step unit: None = pixel, else a square cell of a (H // patch, W // patch) grid
+                kind:str='prob'              # 'prob', 'logit', 'logodds' or 'top1' (1 while `target` is the top class)
+               )->tuple:                     # Insertion and deletion scores, (n_steps + 1,) each
+    "Insertion and deletion curves with every perturbed image built by hand and one forward each."
+    m = wrap(model)
+    H, W = saliency.shape
+    if patch is None: unit, vals = torch.arange(H * W).view(H, W), saliency.flatten()
+    else:
+        gh, gw = H // patch, W // patch
+        unit = (torch.arange(H)[:, None] * gh // H) * gw + (torch.arange(W)[None] * gw // W)
+        vals = torch.stack([saliency[unit == u].mean() for u in range(gh * gw)])
+    N = len(vals)
+    order = torch.sort(vals, descending=True, stable=True).indices
+    chosen = torch.zeros(n_steps + 1, N)
+    for r in range(n_steps + 1): chosen[r, order[:r * N // n_steps]] = 1
+    top = chosen[:, unit]                                           # (n_steps + 1, H, W): 1 on the units changed so far
+    def scores(masks, substrate):
+        b = make_baseline(m, x01, substrate)
+        if kind != 'top1': return loop_scores(m, x01, masks, [target], kind, b)[:, 0]
+        return (loop_scores(m, x01, masks, list(range(m.n_classes)), 'logit', b).argmax(-1) == target).float()
+    return scores(top, insertion_substrate), scores(1 - top, deletion_substrate)
+
+# %% ../nbs/04_reference.ipynb #081d2b26
+def loop_contrastive(model,              # A classifier (wrapped with `wrap` if it is not a ModelAdapter)
+                     x01:torch.Tensor,   # The model-input image (3, H, W) in [0, 1]
+                     saliency:torch.Tensor, # The contrastive map (H, W)
+                     target,             # The class c, or a list of classes
+                     negatives:list,     # C': the contrast classes
+                     delta:float=0.5,    # Salient fraction of the normalised range (<= 1), or a pixel count (> 1)
+                     step:int=16,        # Pixels deleted per chunk
+                     tau:float=0.05,     # Penalty threshold as a fraction of HW
+                     smooth:int=3        # Smoothing window of CDROP's end point
+                    )->dict:             # cauc, cdrop, n_delta, curve
+    "CAUC and CDROP with the chunks deleted from the image one after the other and one forward per point."
+    m = wrap(model)
+    pos = [target] if isinstance(target, int) else list(target)
+    H, W = saliency.shape
+    h = saliency.double().clamp_min(0); h = h / h.max() if h.max() > 0 else h
+    n_d = int((h > h.min() + delta * (h.max() - h.min())).sum()) if delta <= 1 else int(delta)
+    stop = math.ceil(n_d / step)
+    order = torch.sort(h.flatten(), descending=True, stable=True).indices
+    keep = torch.ones(max(stop, 1), H * W)
+    for i in range(1, len(keep)): keep[i, order[:i * step]] = 0
+    p = loop_scores(m, x01, keep.view(-1, H, W), list(range(m.n_classes)), 'prob').double()
+    s = p[:, pos].sum(-1) * (1 - p[:, list(negatives)].sum(-1))
+    L = len(s)
+    cauc = (s.sum() - 0.5 * (s[0] + s[L - 1])) / (math.ceil(H * W / step) + 1)
+    end = s[stop - smooth:stop].mean() if stop >= smooth else s[L - 1]
+    t = tau * H * W
+    cdrop = (s[0] - end) / math.log2(1 + max(n_d, t) / t)
+    return dict(cauc=float(cauc), cdrop=float(cdrop), n_delta=n_d, curve=s.float())
