@@ -75,6 +75,11 @@ def _cells(nb:dict):
                 yield {**c, 'source': src}
         else: yield c
 
+def page_title(cells, default:str)->str:
+    "The nav title of a page: the text of its first `# Title` heading (not the `> description` under it), else `default`"
+    src = next((c['source'] for c in cells if c['cell_type'] == 'markdown' and c['source'].startswith('# ')), '')
+    return src.splitlines()[0][2:].replace('`', '').strip() if src else default
+
 def prepare(proc:Path, docs:Path):
     "Copy `proc` to `docs` with notebooks cleaned and named as nbdev names their pages; return nav entries"
     shutil.copytree(proc, docs, ignore=shutil.ignore_patterns('*.ipynb', '_quarto.yml', '_brand.yml'))
@@ -83,11 +88,10 @@ def prepare(proc:Path, docs:Path):
         nb = json.loads(p.read_text(encoding='utf-8'))
         nb['cells'] = list(_cells(nb))
         nb['metadata'].pop('widgets', None)  # widget state would load its JavaScript from a CDN
-        title = next((c['source'][2:] for c in nb['cells'] if c['source'].startswith('# ')), p.stem)
-        if p == proc/'index.ipynb': title = 'Home'
+        title = 'Home' if p == proc/'index.ipynb' else page_title(nb['cells'], p.stem)
         dest = docs/nbpath2html(p.relative_to(proc)).with_suffix('.ipynb')
         dest.write_text(json.dumps(nb, indent=1), encoding='utf-8')
-        pages.append((dest.relative_to(docs), title.strip()))
+        pages.append((dest.relative_to(docs), title))
     return pages
 
 def nav(pages):
