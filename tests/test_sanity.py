@@ -1,4 +1,6 @@
-"""Sanity checks of Adebayo et al. (NeurIPS 2018) for every base explainer, on real photos with EfficientNet-Lite0.
+"""Sanity checks of Adebayo et al. (NeurIPS 2018) for every registered explainer, on real photos with EfficientNet-Lite0.
+
+Driven by the registry: each class declares `sanity_params`, `sanity_images` and the checks it passes (`sanity_checks`).
 
 1. Model randomisation: re-initialising the top of the network (classifier, head conv, last two stages) must change the
    map: Spearman rank correlation with the trained model's map < 0.5.
@@ -66,14 +68,14 @@ def _maps(models, name, params, img):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_sanity(models, name):
-    "Every registered method, with its `sanity_params` (default: its `test_params`) on its `sanity_images`."
+    "Every registered method, with its `sanity_params` (default: its `test_params`) on its `sanity_images`, for the checks it declares."
     cls = REGISTRY[name]
     params = cls.sanity_params if cls.sanity_params is not None else cls.test_params
     assert not any(torch.equal(p, q) for p, q in zip(models[0].model.classifier.parameters(), models[1].model.classifier.parameters()))
     for img in cls.sanity_images:
         r_model, r_class = _maps(models, name, params, img)
-        assert r_model < 0.5, (name, img, 'randomised model', r_model)
-        assert r_class < 0.5, (name, img, 'other class', r_class)
+        if 'model' in cls.sanity_checks: assert r_model < 0.5, (name, img, 'randomised model', r_model)
+        if 'class' in cls.sanity_checks: assert r_class < 0.5, (name, img, 'other class', r_class)
 
 
 def test_plain_mwp_is_class_insensitive(models):

@@ -60,6 +60,7 @@ class Explainer:
     test_params:dict = {}         # Cheap parameters for the registry-driven tests (tiny CNN, 32 px)
     sanity_params:dict|None = None # Parameters for the sanity checks on a real photo (None: `test_params`)
     sanity_images:tuple = ('chelsea',) # The photos (`sample_image` names) the sanity checks run on
+    sanity_checks:tuple = ('model', 'class') # The sanity checks it passes: model randomisation, class sensitivity
     bad_params:list = []          # `(params, message)` pairs: bad values and the error they must raise
     demo_params:dict = {}         # Parameters `make demo` runs the method with (a few seconds per photo on a CPU)
 
