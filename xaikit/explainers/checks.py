@@ -6,16 +6,19 @@ Docs: https://xaikit.github.io/xaikit/checks.html.md"""
 
 # %% ../../nbs/09a_checks.ipynb #7d404886
 from __future__ import annotations
+import copy
 import torch
+import torch.nn.functional as F
 from contextlib import contextmanager
 from torch import nn
 
-from ..core import Explanation
+from ..core import Explanation, sample_image
 from ..models import tiny_cnn, tiny_vit
 from .base import REGISTRY, explain
 
 # %% auto #0
-__all__ = ['tiny_case', 'check_api', 'check_bad_input', 'check_untouched', 'check_seeded', 'check_device', 'check_explainer']
+__all__ = ['tiny_case', 'check_api', 'check_bad_input', 'check_untouched', 'check_seeded', 'check_device', 'check_explainer',
+           'randomized', 'spearman', 'sanity_scores']
 
 # %% ../../nbs/09a_checks.ipynb #374fffa0
 def tiny_case(cls:type):
@@ -97,3 +100,42 @@ def check_device(cls:type, device='cuda'):
 def check_explainer(cls:type):
     "Every check above, on one class."
     for check in (check_api, check_bad_input, check_untouched, check_seeded): check(cls)
+
+# %% ../../nbs/09a_checks.ipynb #10467be5
+def randomized(model,             # A `ModelAdapter`
+               names,             # Dotted names of the modules to re-initialise (e.g. the classifier and the last stages)
+               seed:int=0         # Seed of the new weights
+              ):
+    "A copy of `model` whose modules `names` are re-initialised (He-normal weights, zero biases, identity batch norm)."
+    r = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n in names:
+            for mod in r.model.get_submodule(n).modules():
+                for pn, p in mod.named_parameters(recurse=False):
+                    if p.ndim > 1: p.copy_(torch.randn(p.shape, generator=g) * (2 / p[0].numel()) ** 0.5)
+                    else: p.fill_(1.0 if pn == 'weight' else 0.0)
+                if getattr(mod, 'running_mean', None) is not None: mod.running_mean.zero_(); mod.running_var.fill_(1.0)
+    return r
+
+def spearman(a:torch.Tensor, b:torch.Tensor, size:int=56)->float:
+    "Spearman rank correlation of two maps `(H, W)`, average-pooled to `size` x `size` first."
+    def rank(m): return F.adaptive_avg_pool2d(m[None, None].double(), size).flatten().argsort().argsort().double()
+    ra, rb = rank(a), rank(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float(ra @ rb / (ra.norm() * rb.norm()))
+
+def sanity_scores(cls:type,        # An explainer class
+                  trained,         # The trained model
+                  rand,            # The same model with its top re-initialised (`randomized`)
+                  image:str,       # A `sample_image` name
+                  params:dict|None=None # Parameters (default: `cls.sanity_params`, else `cls.test_params`)
+                 )->tuple[float, float]:
+    "Rank correlations (randomised model, other class): the top class's map against the randomised model's, and against the 500th class's."
+    if params is None: params = cls.sanity_params if cls.sanity_params is not None else cls.test_params
+    x = trained.to_input(sample_image(image))
+    with torch.no_grad(): order = trained(trained.normalize(x[None]))[0].argsort(descending=True)
+    targets = [int(order[0]), int(order[min(500, len(order) - 1)])]
+    e, er = cls(trained, **params).explain(x, targets), cls(rand, **params).explain(x, targets)
+    assert torch.isfinite(e.maps).all() and torch.isfinite(er.maps).all(), f"{cls.name}: non-finite maps"
+    return spearman(e.maps[0], er.maps[0]), spearman(e.maps[0], e.maps[1])
