@@ -120,7 +120,8 @@ class PerturbationExplainer(Explainer):
         super().__init__(model)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"`batch_size` must be a positive int or None, got {batch_size!r}")
-        if amp not in (None, torch.float16, torch.bfloat16): raise ValueError(f"`amp` must be None, torch.float16 or torch.bfloat16, got {amp!r}")
+        if amp not in (None, torch.float16, torch.bfloat16):
+            raise ValueError(f"`amp` must be None, torch.float16 or torch.bfloat16, got {amp!r}")
         if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"`seed` must be an int, got {seed!r}")
         if mode not in ('auto', 'pixels', 'tokens'): raise ValueError(f"`mode` must be 'auto', 'pixels' or 'tokens', got {mode!r}")
         self.baseline, self.batch_size, self.amp, self.progress = baseline, batch_size, amp, progress

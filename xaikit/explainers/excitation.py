@@ -1,4 +1,4 @@
-"""Marginal winning probabilities propagated top-down with positive weights (Zhang et al., ECCV 2016), and contrastive MWP, for CNNs with convolutions, batch-norm, pooling and residual additions.
+"""Marginal winning probabilities propagated top-down with positive weights (Zhang et al., ECCV 2016), and contrastive MWP.
 
 Docs: https://xaikit.github.io/xaikit/excitation.html.md"""
 
@@ -91,7 +91,8 @@ class _MWPMode(TorchFunctionMode):
         if func in _ACT:
             with torch.no_grad():
                 kw = {k: v for k, v in kwargs.items() if k != 'inplace'}
-                if func in (F.hardtanh, F.hardtanh_): y = F.hardtanh(x, *args[1:3], **{k: v for k, v in kw.items() if k in ('min_val', 'max_val')})
+                if func in (F.hardtanh, F.hardtanh_):
+                    y = F.hardtanh(x, *args[1:3], **{k: v for k, v in kw.items() if k in ('min_val', 'max_val')})
                 elif func in (F.relu6,): y = F.relu6(x)
                 elif func in (torch.clamp, torch.Tensor.clamp, torch.Tensor.clamp_): y = torch.clamp(x, *args[1:], **kw)
                 else: y = torch.relu(x)
@@ -110,7 +111,8 @@ class _MWPMode(TorchFunctionMode):
             return _Rule.apply(back, y, a, b)
         if func in _ADD | _SCALE:
             if len(args) >= 2 and _needs(args[1]):
-                raise ValueError(f"excitation backprop has no rule for `{func.__name__}` of two input-dependent tensors (e.g. a gating branch)")
+                raise ValueError(f"excitation backprop has no rule for `{func.__name__}` of two input-dependent tensors "
+                                 "(e.g. a gating branch)")
             with torch.no_grad(): y = _INPLACE.get(func, func)(*args, **kwargs)
             return _Rule.apply(lambda x, P: (P,), y, x)
         return func(*args, **kwargs)

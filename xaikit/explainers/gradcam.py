@@ -51,7 +51,8 @@ class GradCAM(Explainer):
             grad = torch.cat([torch.autograd.grad(scores[t], act, retain_graph=t < T - 1)[0] for t in range(T)])
         act, grad = act.detach(), grad.detach()
         if act.ndim == 3: act, grad = m.tokens_to_grid(act), m.tokens_to_grid(grad)
-        if act.ndim != 4: raise ValueError(f"`layer` {self.layer!r} outputs shape {tuple(act.shape)}; Grad-CAM needs (B, C, h, w) maps or ViT tokens")
+        if act.ndim != 4:
+            raise ValueError(f"`layer` {self.layer!r} outputs shape {tuple(act.shape)}; Grad-CAM needs (B, C, h, w) maps or ViT tokens")
         cam = (self.weights(act, grad) * act).sum(1, keepdim=True).float()
         if self.relu: cam = cam.clamp_min(0)
         if self.upsample: cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)

@@ -1,4 +1,4 @@
-"""Local Interpretable Model-agnostic Explanations (Ribeiro et al., KDD 2016) for images: a weighted linear model over superpixels, solved in closed form for all targets at once.
+"""Local Interpretable Model-agnostic Explanations (Ribeiro et al., KDD 2016): a weighted linear model over superpixels.
 
 Docs: https://xaikit.github.io/xaikit/lime.html.md"""
 
@@ -74,7 +74,8 @@ class LIME(PerturbationExplainer):
         super().__init__(model, baseline=baseline, **{k: kwargs.pop(k) for k in list(kwargs) if k in _ENGINE})
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
             raise ValueError(f"`n_samples` must be an int >= 2, got {n_samples!r}")
-        if segmentation not in ('quickshift', 'slic'): raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {segmentation!r}")
+        if segmentation not in ('quickshift', 'slic'):
+            raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {segmentation!r}")
         self.n_samples, self.segmentation, self.kernel_width, self.alpha, self.seg_kw = n_samples, segmentation, kernel_width, alpha, kwargs
 
     def _explain(self, x01, x, logits, targets):
