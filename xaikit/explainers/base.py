@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from fastcore.meta import delegates
 
 from ..core import Explanation, as_targets
 from ..models import wrap
@@ -126,6 +127,11 @@ class PerturbationExplainer(Explainer):
         if mode not in ('auto', 'pixels', 'tokens'): raise ValueError(f"`mode` must be 'auto', 'pixels' or 'tokens', got {mode!r}")
         self.baseline, self.batch_size, self.amp, self.progress = baseline, batch_size, amp, progress
         self.seed, self.mode, self.channels_last = seed, mode, channels_last
+
+    def __init_subclass__(cls, **kw):
+        "A subclass's `__init__(self, model, ..., **kwargs)` shows the engine settings it passes on in its signature."
+        super().__init_subclass__(**kw)
+        if '__init__' in vars(cls): cls.__init__ = delegates(PerturbationExplainer.__init__)(cls.__init__)
 
     def score(self, x01:torch.Tensor, masks, targets)->torch.Tensor:
         "Scores `(M, T)` of `targets` under each keep-mask of `masks`, with this explainer's engine settings (forwards counted)."

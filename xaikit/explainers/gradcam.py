@@ -22,16 +22,18 @@ class GradCAM(Explainer):
     name = 'gradcam'
     target_kind = 'logit'
     needs_logits = False                # its own forward with autograd resolves the targets
+    variants = ('classic', 'elementwise') # how `weights` weighs the activations (a subclass may define its own)
     sanity_images = ('chelsea', 'coffee')
     bad_params = [(dict(layer='2.wieght'), "`layer` '2.wieght' not found"), (dict(variant='fancy'), '`variant`')]
     def __init__(self, model,
                  layer:str|None=None,       # Dotted layer name; default `model.default_cam_layer()`
-                 variant:str='classic',     # 'classic' (spatially averaged gradients) or 'elementwise'
+                 variant:str|None=None,     # 'classic' (spatially averaged gradients, the default) or 'elementwise'
                  relu:bool=True,            # Clamp the map at zero (CWOX uses False)
                  upsample:bool=True         # Resize maps bilinearly to the input resolution
                 ):
         super().__init__(model)
-        if variant not in ('classic', 'elementwise'): raise ValueError(f"`variant` must be 'classic' or 'elementwise', got {variant!r}")
+        variant = self.variants[0] if variant is None else variant
+        if variant not in self.variants: raise ValueError(f"`variant` must be one of {self.variants}, got {variant!r}")
         self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.variant, self.relu, self.upsample = variant, relu, upsample
 

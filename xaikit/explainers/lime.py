@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import numpy as np
 import torch
-from fastcore.meta import delegates
 
 from ..core import make_generator
 from ..perturb import superpixel_coalitions
@@ -53,7 +52,6 @@ def weighted_ridge(Z:torch.Tensor,   # Design (N, F)
 _ENGINE = set(inspect.signature(PerturbationExplainer.__init__).parameters) - {'self', 'model'}
 
 @register
-@delegates(keep=True)
 class LIME(PerturbationExplainer):
     "LIME over superpixels: kernel-weighted ridge regression, closed form, all targets at once."
     name = 'lime'

@@ -7,7 +7,6 @@ Docs: https://xaikit.github.io/xaikit/occlusion.html.md"""
 # %% ../../nbs/14_occlusion.ipynb #ee925bab
 from __future__ import annotations
 import torch
-from fastcore.meta import delegates
 
 from ..core import eval_targets
 from ..perturb import window_regions, occlusion_coalitions
@@ -18,7 +17,6 @@ __all__ = ['Occlusion']
 
 # %% ../../nbs/14_occlusion.ipynb #a3bf0a1e
 @register
-@delegates()
 class Occlusion(PerturbationExplainer):
     "Sliding-window occlusion: per-pixel average score drop over the windows covering it."
     name = 'occlusion'

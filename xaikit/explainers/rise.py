@@ -6,9 +6,6 @@ Docs: https://xaikit.github.io/xaikit/rise.html.md"""
 
 # %% ../../nbs/12_rise.ipynb #c05c2f8f
 from __future__ import annotations
-import torch
-from fastcore.meta import delegates
-
 from ..perturb import RISEMasks
 from .base import PerturbationExplainer, Result, register
 
@@ -17,7 +14,6 @@ __all__ = ['RISE']
 
 # %% ../../nbs/12_rise.ipynb #bcdd65c5
 @register
-@delegates()
 class RISE(PerturbationExplainer):
     "RISE saliency from `n_masks` random masks; all targets from the same forwards."
     name = 'rise'
