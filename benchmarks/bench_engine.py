@@ -27,35 +27,28 @@ def timed(fn, reps):
     return best
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--masks', type=int, default=512)
-    ap.add_argument('--batch', type=int, default=64)
-    ap.add_argument('--orderings', type=int, default=4)
-    ap.add_argument('--reps', type=int, default=2)
-    a = ap.parse_args()
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    res = {'device': torch.cuda.get_device_name() if dev == 'cuda' else f"CPU x{torch.get_num_threads()} threads ({platform.processor() or platform.machine()})",
-           'torch': torch.__version__}
-
-    # (a) overhead on EfficientNet-Lite0
+def bench_overhead(a, dev)->dict:
+    "(a) `score` against the same masked images pre-built and pushed through EfficientNet-Lite0 at the same batch size."
     net = efficientnet_lite0(); net.model.to(dev)
     x01 = net.to_input(sample_image('chelsea'))
     masks = RISEMasks(a.masks, 224, s=7, p=0.5, seed=0)
     xn, bn = net.normalize(x01[None]), make_baseline(net, x01, 'zero')
-    # the same memory format as `score` uses for a conv net (channels-last), so the ratio is the overhead alone
-    prebuilt = [(xn * mk[:, None] + bn * (1 - mk[:, None])).contiguous(memory_format=torch.channels_last) for mk in (masks.masks(i, dev) for i in torch.arange(a.masks).split(a.batch))]
+    # the same memory format as `score` uses for a conv net (channels-last), so the ratio is the overhead alone;
+    # `prebuilt` lives only in this function, so its memory is freed before the ViT benchmark
+    prebuilt = [(xn * mk[:, None] + bn * (1 - mk[:, None])).contiguous(memory_format=torch.channels_last)
+                for mk in (masks.masks(i, dev) for i in torch.arange(a.masks).split(a.batch))]
     def plain():
         with torch.inference_mode():
             for xb in prebuilt: net(xb)
     engine = lambda: score(net, x01, masks, targets=[281], batch_size=a.batch, progress=False)
     plain(); engine()                                              # warm-up
     t_plain, t_engine = timed(plain, a.reps), timed(engine, a.reps)
-    res['overhead'] = dict(model='efficientnet_lite0', masks=a.masks, batch_size=a.batch, plain_s=round(t_plain, 3),
-                           score_s=round(t_engine, 3), ratio=round(t_engine / t_plain, 3), images_per_s=round(a.masks / t_engine, 1))
-    del prebuilt
+    return dict(model='efficientnet_lite0', masks=a.masks, batch_size=a.batch, plain_s=round(t_plain, 3),
+                score_s=round(t_engine, 3), ratio=round(t_engine / t_plain, 3), images_per_s=round(a.masks / t_engine, 1))
 
-    # (b) token dropping vs grey pixels on a ViT-S/16-sized model
+
+def bench_tokens(a, dev)->dict:
+    "(b) Token dropping against grey-pixel masking on a ViT-S/16-sized model, MoXI-style insertion coalitions."
     torch.manual_seed(0)
     vit = ModelAdapter(timm.create_model('vit_small_patch16_224', pretrained=False).eval(), name='vit_small_patch16_224 (random)')
     vit.model.to(dev)
@@ -69,8 +62,22 @@ def main():
     tok = lambda: score(vit, img, co, targets=[0], batch_size=a.batch, mode='tokens', progress=False)
     pix = lambda: score(vit, img, co, targets=[0], batch_size=a.batch, mode='pixels', baseline='zero', progress=False)
     t_tok, t_pix = timed(tok, 1), timed(pix, 1)
-    res['token_dropping'] = dict(model=vit.name, coalitions=len(co), sizes=f"1..{N}", orderings=a.orderings, batch_size=a.batch,
-                                 tokens_s=round(t_tok, 3), pixels_s=round(t_pix, 3), ratio=round(t_tok / t_pix, 3))
+    return dict(model=vit.name, coalitions=len(co), sizes=f"1..{N}", orderings=a.orderings, batch_size=a.batch,
+                tokens_s=round(t_tok, 3), pixels_s=round(t_pix, 3), ratio=round(t_tok / t_pix, 3))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--masks', type=int, default=512)
+    ap.add_argument('--batch', type=int, default=64)
+    ap.add_argument('--orderings', type=int, default=4)
+    ap.add_argument('--reps', type=int, default=2)
+    a = ap.parse_args()
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    cpu = f"CPU x{torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
+    res = {'device': torch.cuda.get_device_name() if dev == 'cuda' else cpu, 'torch': torch.__version__}
+    res['overhead'] = bench_overhead(a, dev)
+    res['token_dropping'] = bench_tokens(a, dev)
 
     tag = 'gpu' if dev == 'cuda' else 'cpu'
     out = Path(__file__).with_name(f'engine_{tag}')

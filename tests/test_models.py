@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xaikit.core import assets_dir, sample_image
-from xaikit.models import accuracy, cifar_resnet, efficientnet_lite0, imagenet_subset, tiny_vit, wrap
+from xaikit.models import accuracy, cifar_resnet, efficientnet_lite0, imagenet_subset, tiny_cnn, tiny_vit, wrap
 
 ASSETS = assets_dir(required=False)
 need_assets = pytest.mark.skipif(ASSETS is None, reason="no assets folder: set XAIKIT_ASSETS to the folder holding imagenet/, cifar10/, models/")
@@ -66,3 +66,30 @@ def test_bad_inputs_named():
     with pytest.raises(ValueError, match="`image`"): m.preprocess(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ValueError, match="NaN"): m.preprocess(torch.full((3, 8, 8), float('nan')))
     with pytest.raises(TypeError, match="`layer`"): m.layer(3)
+
+
+ADAPTER_API = ['to_input', 'normalize', 'denormalize', 'preprocess', 'forward', 'predict', 'layer', 'layer_names',
+               'resolve_layer_name', 'tokens_to_grid', 'grid_to_tokens', 'record', 'resize_geometry', 'default_cam_layer']
+ADAPTER_PROPS = ['device', 'dtype', 'n_classes']
+
+
+def test_adapter_methods_documented():
+    "The adapter's methods are real methods of `ModelAdapter` with a docstring, and nbdev's index links each to the docs"
+    from xaikit import _modidx
+    from xaikit.models import ModelAdapter
+    index = _modidx.d['syms']['xaikit.models']
+    for name in ADAPTER_API + ADAPTER_PROPS:
+        attr = ModelAdapter.__dict__[name]
+        fn = attr.fget if isinstance(attr, property) else attr
+        assert isinstance(attr, property) == (name in ADAPTER_PROPS), name
+        assert fn.__qualname__ == f'ModelAdapter.{name}' and fn.__doc__, name
+        assert f'xaikit.models.ModelAdapter.{name}' in index, name
+
+
+def test_tiny_cnn_adapter():
+    m = tiny_cnn(24, num_classes=5)
+    x = m.preprocess(sample_image('chelsea'))
+    assert x.shape == (1, 3, 24, 24) and m.n_classes == 5 and m.default_cam_layer() == '3'
+    with torch.inference_mode(), m.record(['0', '3']) as rec: m(x)
+    assert rec['0'].shape == rec['3'].shape == (1, 8, 24, 24)
+    assert m.predict(sample_image('coffee'), k=2)[0][1].startswith('class ')

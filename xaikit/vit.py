@@ -1,4 +1,4 @@
-"""The masked-ViT embedding: evaluate a patch coalition on a Vision Transformer by dropping the removed patch tokens, for Hugging Face, timm and torchvision ViTs.
+"""The masked-ViT embedding: evaluate a patch coalition on a Vision Transformer by dropping the removed patch tokens.
 
 Docs: https://xaikit.github.io/xaikit/vit.html.md"""
 
@@ -14,9 +14,9 @@ from torch import nn
 from .models import ModelAdapter
 
 # %% auto #0
-__all__ = ['embedding_module', 'keep_tokens', 'tokens_applicable']
+__all__ = ['embedding_module', 'keep_tokens']
 
-# %% ../nbs/03_vit.ipynb #69a3c427
+# %% ../nbs/03_vit.ipynb #ddb010f4
 def embedding_module(model:ModelAdapter)->nn.Module:
     "The sub-module whose output is a ViT's embedded token sequence `(B, P + N, D)` (prefix and position embedding included)."
     if not model.is_vit: raise ValueError(f"`model` {model.name} is not a ViT: token dropping needs a patch grid")
@@ -28,11 +28,13 @@ def embedding_module(model:ModelAdapter)->nn.Module:
             if n.endswith('embeddings') and hasattr(mod, 'patch_embeddings'): return mod
     raise ValueError(f"`model` {model.name}: no known embedding module for token dropping ({model.family})")
 
+# %% ../nbs/03_vit.ipynb #5eacfe98
 class _Keep:
     keep: torch.Tensor|None = None   # (b, k) patch indices kept per row, or None (full sequence)
 
 @contextmanager
-def keep_tokens(model:ModelAdapter):
+def keep_tokens(model:ModelAdapter # A ViT adapter
+               ):
     "Context: while `ctx.keep` is a `(b, k)` index tensor, a forward of one image runs `b` sequences of its prefix plus the kept patches."
     mod, P = embedding_module(model), model.n_prefix
     N = model.grid[0] * model.grid[1]
@@ -50,19 +52,3 @@ def keep_tokens(model:ModelAdapter):
     h = mod.register_forward_hook(hook)
     try: yield state
     finally: h.remove()
-
-# %% ../nbs/03_vit.ipynb #7a7fd809
-def tokens_applicable(model:ModelAdapter, masks, strict:bool=False)->bool:
-    "Whether `masks` can run as token dropping on `model` (with `strict`, raise a clear error saying why not)."
-    from xaikit.perturb import grid_labels
-    def no(msg):
-        if strict: raise ValueError(msg)
-        return False
-    if not model.is_vit: return no(f"`mode='tokens'` needs a ViT; {model.name} has no patch grid")
-    if getattr(masks, 'Z', None) is None or getattr(masks, 'labels', None) is None:
-        return no("`mode='tokens'` needs binary patch-grid coalitions (`grid_coalitions`)")
-    if masks.grid is None or tuple(masks.grid) != tuple(model.grid):
-        return no(f"`masks` grid {masks.grid} does not match the ViT patch grid {model.grid}")
-    if tuple(masks.size) != tuple(model.input_size) or not torch.equal(masks.labels, grid_labels(model.grid, model.input_size)):
-        return no(f"`masks` are not aligned with the {model.grid} patches of the {model.input_size} input")
-    return True
