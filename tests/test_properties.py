@@ -44,10 +44,10 @@ TORCH_DTYPES = {'uint8': torch.uint8, 'int32': torch.int32, 'int64': torch.int64
                 'float32': torch.float32, 'float64': torch.float64, 'bool': torch.bool}
 
 @st.composite
-def raw_images(draw, min_side=1):
+def raw_images(draw, min_side=1, layouts=('hw', 'hwc', 'chw', '1chw', 'bchw', 'thw', '1d', '5d')):
     "(image, value_range, info): an ndarray or tensor in a random layout, dtype, shape and value range."
     rng = seeded(draw)
-    layout = draw(st.sampled_from(['hw', 'hwc', 'chw', '1chw', 'bchw', 'thw', '1d', '5d']))
+    layout = draw(st.sampled_from(layouts))
     dtype = draw(st.sampled_from(NP_DTYPES if layout in ('hw', 'hwc', '1d') else list(TORCH_DTYPES)))
     h, w = draw(st.integers(min_side, 6)), draw(st.integers(min_side, 6))
     c = draw(st.sampled_from([1, 2, 3, 4, 5]))
@@ -64,7 +64,6 @@ def raw_images(draw, min_side=1):
         u = rng.random(shape)
         if values == 'outside': u = u * 3 + 1.01            # every value is above the range
         a = (lo + (hi - lo) * np.clip(u, 0.001, None)).astype(dtype)
-        if dtype == 'float16' and vr is not None: a = np.clip(a, np.float16(lo) + 0, None)   # keep rounding inside the range
         if values in ('nan', 'inf') and a.size: a.flat[rng.integers(a.size)] = np.nan if values == 'nan' else np.inf
     x = a if layout in ('hw', 'hwc', '1d') else torch.from_numpy(np.ascontiguousarray(a))
     return x, vr, dict(layout=layout, dtype=dtype, values=values)
@@ -107,7 +106,9 @@ def test_to_image_random_inputs(case):
     res, got = outcome(lambda: to_image(x, value_range=vr), 'image')
     if kind == 'error': assert res == 'error', f"{info}: accepted, expected an error"
     elif kind == 'ok': assert res == 'ok', f"{info}: refused: {got}"
-    if res == 'ok': check_image(got, ref, atol=1e-3 if info['dtype'] == 'float16' else 1e-5)
+    lo, hi = vr or (0., 1.)
+    scale = max(1., abs(lo) / (hi - lo), abs(hi) / (hi - lo))       # float32 rounding of values far from 0 in a narrow range
+    if res == 'ok': check_image(got, ref, atol=(1e-3 if info['dtype'] == 'float16' else 1e-5) * scale)
 
 @FEW
 @given(raw_images())
@@ -133,11 +134,10 @@ def test_to_image_empty_images(case):
 
 @pytest.mark.xfail(strict=False, reason="issue 12 weak item: negative-stride arrays (img[..., ::-1]) refused by torch's own error")
 @SOME
-@given(raw_images(), st.sampled_from(['rows', 'cols', 'channels']))
+@given(raw_images(layouts=('hwc',)), st.sampled_from(['rows', 'cols', 'channels']))
 def test_to_image_negative_strides(case, axis):
     "A flipped view (`img[::-1]`, `img[..., ::-1]`) converts like its contiguous copy."
     x, vr, info = case
-    assume(isinstance(x, np.ndarray) and x.ndim == 3)
     v = {'rows': x[::-1], 'cols': x[:, ::-1], 'channels': x[..., ::-1]}[axis]
     want, _ = outcome(lambda: to_image(v.copy(), value_range=vr), 'image')
     res, got = outcome(lambda: to_image(v, value_range=vr), 'image')
@@ -175,6 +175,7 @@ def _via(im, via_path, fn):
         im.save(p)
         return fn(p)
 
+@pytest.mark.filterwarnings('ignore:Palette images with Transparency')
 @SOME
 @given(pil_images(PIL_MODES))
 def test_to_image_pil_8bit(case):
@@ -283,11 +284,13 @@ def coalitions_case(draw):
     zdt = draw(st.sampled_from(['bool', 'int64', 'uint8', 'float32', 'bad']))
     Z = rng.random((M, N)) < 0.5
     Z = Z.astype(np.float32) * 2 if zdt == 'bad' else Z.astype(zdt)
-    as_regions = draw(st.booleans())
-    if as_regions: players = torch.from_numpy(rng.random((N, H, W)) < 0.4)
+    form = draw(st.sampled_from(['regions', 'labels', 'labels', 'float labels', 'bool labels', 'numpy labels']))
+    if form == 'regions': players = torch.from_numpy(rng.random((N, H, W)) < 0.4)
     else:
         hi = N + draw(st.sampled_from([0, 0, 0, 1]))        # sometimes a label out of range
-        players = torch.from_numpy(rng.integers(0, hi, (H, W)))
+        players = rng.integers(0, hi, (H, W))
+        players = {'float labels': torch.from_numpy(players.astype(np.float32)), 'bool labels': torch.from_numpy(players > 0),
+                   'numpy labels': players}.get(form, torch.from_numpy(players))
     return torch.from_numpy(Z), players
 
 @SOME
@@ -296,10 +299,11 @@ def test_coalitions_masks(case):
     "`Coalitions.masks`, `unique` and `weighted_sum` equal a brute-force computation, or a clear error for bad `Z` / `players`."
     Z, players = case
     res, co = outcome(lambda: Coalitions(Z, players), 'Z', 'players')
-    bad = bool(((Z != 0) & (Z != 1)).any()) or (players.ndim == 2 and int(players.max()) >= Z.shape[1])
+    p = np.asarray(players)
+    bad = bool(((Z != 0) & (Z != 1)).any()) or (p.ndim == 2 and (p.dtype.kind in 'fb' or int(p.max()) >= Z.shape[1]))
     assert res == ('error' if bad else 'ok'), co
     if bad: return
-    z = Z.bool().numpy(); M, N = z.shape; p = players.numpy()
+    z = Z.bool().numpy(); M, N = z.shape
     if p.ndim == 2: want = z[:, p]
     else: want = ~((~z)[:, :, None, None] & p[None]).any(1)          # a pixel is kept unless a removed region covers it
     got = co.masks(torch.arange(M))
