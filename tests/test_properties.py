@@ -4,7 +4,7 @@ result (checked against a plain reference computed here) or a `ValueError` / `Ty
 never another exception type.
 
 Runs in well under a minute on two CPU cores. With `CI` set, the 'ci' profile is loaded: derandomized, so every CI run draws
-the same examples. `xfail` marks name the issue-12 item each property waits for; remove them once the fix is merged."""
+the same examples. `xfail` marks name the issue-12 item (or the new finding) each property waits for; remove them once the fix is merged."""
 import os, re, tempfile
 from pathlib import Path
 
@@ -120,7 +120,8 @@ def test_to_image_does_not_modify_input(case):
     b, a = np.asarray(before), np.asarray(x)
     assert np.array_equal(b, a, equal_nan=b.dtype.kind == 'f')
 
-@pytest.mark.xfail(strict=False, reason='issue 12 item 1: empty images crash in min() or a torchvision reshape')
+@pytest.mark.xfail(strict=False, reason='issue 12 item 1: empty images crash in min() (float), or are accepted '
+                                        'as (3, 0, W) images (uint8)')
 @SOME
 @given(raw_images(min_side=0))
 def test_to_image_empty_images(case):
@@ -184,7 +185,8 @@ def test_to_image_pil_8bit(case):
     got = _via(im, via_path, lambda x: to_image(x))
     check_image(got, np.asarray(im.convert('RGB')).transpose(2, 0, 1) / 255.)
 
-@pytest.mark.xfail(strict=False, reason='issue 12 item 2: 16-bit PNG (I;16) and float TIFF (F) images are silently corrupted')
+@pytest.mark.xfail(strict=False, reason='issue 12 item 2: 16-bit PNG (I;16), float TIFF (F) and 32-bit int (I) '
+                                        'images are silently corrupted by convert("RGB")')
 @SOME
 @given(pil_images(['I;16', 'F', 'I']))
 def test_to_image_pil_high_bit_depth(case):
