@@ -208,7 +208,7 @@ class BoxRecord:
         return (f"BoxRecord({Path(self.path).name}, label={self.label} ({self.class_name}), {len(self.boxes)} boxes, "
                 f"size={tuple(self.size)}{', loaded' if self.image is not None else ''})")
 
-# %% ../nbs/40_data.ipynb #1a72e3d7
+# %% ../nbs/40_data.ipynb #ea09522c
 def _check_on_error(v):
     if v not in ('raise', 'skip'): raise ValueError(f"`on_error` must be 'raise' or 'skip', got {v!r}")
     return v
@@ -222,20 +222,25 @@ class _Skippable:
     "Shared iteration: `on_error='skip'` passes over failing items and records them in `skipped`."
     def __len__(self): return len(self.items)
     def _item_path(self, i): return self.items[i]
+    def _known_skips(self)->list: return []    # (path, reason) of what the loader left out before any item was read
     def __iter__(self):
-        self.skipped = []
+        self.skipped = self._known_skips()
         for i in range(len(self)):
             try: rec = self[i]
             except (FileNotFoundError, ValueError) as e:
                 if self.on_error == 'raise': raise
                 self.skipped.append((self._item_path(i), str(e))); continue
             yield rec
+    def _skip_or_raise(self, i, e:Exception):
+        "Record item `i`'s error `e` in `skipped` under `on_error='skip'`, else raise it (for code that indexes items itself)."
+        if self.on_error == 'raise': raise e
+        self.skipped.append((self._item_path(i), str(e)))
     @property
     def n_skipped(self)->int:
         "How many items the last iteration skipped."
         return len(self.skipped)
 
-# %% ../nbs/40_data.ipynb #7e834963
+# %% ../nbs/40_data.ipynb #0cabc883
 class ImageNetFolder(_Skippable):
     "Images with ILSVRC boxes, from `images/` + `annotations/*.xml` (or `from_localization`): one `BoxRecord` per image."
     def __init__(self, root=None,              # Folder holding the two sub-folders; default `imagenet_root()`
@@ -243,8 +248,10 @@ class ImageNetFolder(_Skippable):
                  images:str='images',          # Image sub-folder
                  annotations:str='annotations', # XML sub-folder (`<image stem>.xml`)
                  load_images:bool=False,       # Decode each image into `record.image` (decode errors then go through `on_error`)
-                 on_error:str='raise'          # 'raise', or 'skip' failing images while iterating (listed in `skipped`)
+                 on_error:str='raise',         # 'raise', or 'skip' failing images while iterating (listed in `skipped`)
+                 missing:str='drop'            # XMLs without an image: 'drop' (listed in `missing` and `skipped`) or 'error'
                 ):
+        if missing not in ('drop', 'error'): raise ValueError(f"`missing` must be 'drop' or 'error', got {missing!r}")
         self.root = imagenet_root(root)
         self.images_dir, self.annotations_dir = self.root/images, self.root/annotations
         for d, arg in ((self.images_dir, 'images'), (self.annotations_dir, 'annotations')):
@@ -253,11 +260,21 @@ class ImageNetFolder(_Skippable):
         self.items = _list_images(self.images_dir)
         if not self.items: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}")
         self._setup(classes, load_images, on_error)
+        stems = {p.stem for p in self.items}
+        with os.scandir(self.annotations_dir) as it:
+            self.missing = sorted(Path(e.path) for e in it if e.name.lower().endswith('.xml') and e.name[:-4] not in stems)
+        if self.missing and missing == 'error':
+            raise FileNotFoundError(f"{len(self.missing)} annotations in {self.annotations_dir} have no image in {self.images_dir}, "
+                                    f"e.g. {self.missing[0].name}")
+        self.n_missing = len(self.missing)
 
     def _setup(self, classes, load_images, on_error):
         self.class_names, self.wnids = class_index(classes)
         self._index = _lookup(self.class_names, self.wnids)
-        self.load_images, self.on_error, self.skipped, self.n_missing = load_images, _check_on_error(on_error), [], 0
+        self.load_images, self.on_error, self.skipped, self.n_missing, self.missing = load_images, _check_on_error(on_error), [], 0, []
+
+    def _known_skips(self)->list:
+        return [(x, f"no image for annotation {x} in {self.images_dir}") for x in self.missing]
 
     def _from_xml(self, img:Path)->BoxRecord:
         xml = self.annotations_dir/(img.stem + '.xml')
@@ -266,11 +283,16 @@ class ImageNetFolder(_Skippable):
         unknown = [n for n in a['names'] if n not in self._index]
         if unknown: raise ValueError(f"annotation {xml}: class {unknown[0]!r} is not in the class index ({len(self.class_names)} classes); "
                                      "pass `classes=` (a class-index JSON or a list of names)")
+        try: hw = image_size(img)
+        except ValueError: hw = None                  # an unreadable header: decoding (`load`) reports it
+        if a['size'] is not None and hw is not None and tuple(a['size']) != hw:
+            raise ValueError(f"image {img} is {hw} (H, W) but its annotation {xml} says <size> {tuple(a['size'])}: "
+                             "its boxes may belong to another image size")
         bl = np.array([self._index[n] for n in a['names']], np.int64)
         label = int(bl[0]) if len(bl) else None
         return BoxRecord(img, label, None if label is None else self.class_names[label],
                          None if label is None or self.wnids is None else self.wnids[label],
-                         a['boxes'], a['size'] or image_size(img), bl, a['difficult'], xml)
+                         a['boxes'], a['size'] or hw or image_size(img), bl, a['difficult'], xml)
 
     def __getitem__(self, i:int)->BoxRecord:
         it = self.items[i]
@@ -287,7 +309,8 @@ class ImageNetFolder(_Skippable):
         return self._lists[4][it] if isinstance(it, str) and self._lists[4] else Path(it)
 
     def __repr__(self):
-        miss = f", {self.n_missing} listed images absent" if self.n_missing else ""
+        what = 'annotations without an image' if self.annotations_dir is not None else 'listed images absent'
+        miss = f", {self.n_missing} {what}" if self.n_missing else ""
         return f"ImageNetFolder({self.root}, {len(self)} images, {len(self.class_names)} classes{miss})"
 
 # %% ../nbs/40_data.ipynb #d15c2555
@@ -326,7 +349,7 @@ def _resolve(names, images_root:Path)->dict:
             if base in fs: out[n] = d/base; break
     return out
 
-# %% ../nbs/40_data.ipynb #83c4792e
+# %% ../nbs/40_data.ipynb #b31c5e29
 @patch
 def _from_list(self:ImageNetFolder, n:str)->BoxRecord:
     "The record of listed image `n` (the `from_localization` layout)."
@@ -367,6 +390,11 @@ def _from_localization(cls,
     for i, n in enumerate(bn): rows.setdefault(n, []).append(i)
     extra = [n for n in rows if n not in labels]
     if extra: raise ValueError(f"{loc}: {len(extra)} images have boxes but no label in {labels_f}, e.g. {extra[0]}")
+    rev = np.nonzero(~np.isfinite(bv).all(1) | (bv[:, 2] < bv[:, 0]) | (bv[:, 3] < bv[:, 1]))[0]
+    if len(rev):
+        j = int(rev[0])
+        with open(loc) as f: line = [n for n, l in enumerate(f, 1) if l.strip()][j]
+        raise ValueError(f"{loc}, line {line}: box {bv[j].tolist()} of {bn[j]} needs x0 <= x1 and y0 <= y1")
     bv = bv.astype(np.float32)
     names, paths = list(labels), None
     if not sizes and images_root is None:
@@ -510,7 +538,7 @@ def _load_coco(ann:Path):
     except (KeyError, TypeError) as e: raise ValueError(f"`ann_file` {ann}: an entry lacks the field {e}") from e
     return c
 
-# %% ../nbs/40_data.ipynb #6abbb03c
+# %% ../nbs/40_data.ipynb #a0cd0d68
 class CocoDataset(_Skippable):
     "COCO instances through pycocotools: one `CocoRecord` per image, with xyxy boxes and per-category union masks."
     def __init__(self, root=None,              # COCO root; default `coco_root()` (unused when `ann_file` and `images` are given)
@@ -535,9 +563,16 @@ class CocoDataset(_Skippable):
         self.coco = _load_coco(self.ann_file)
         imgs = self.coco.dataset['images']
         if not imgs: raise ValueError(f"`ann_file` {self.ann_file} lists no images")
-        self.items = [im['id'] for im in imgs]
+        self.items, seen = [im['id'] for im in imgs], {}
+        for im in imgs:
+            if im['id'] in seen:    # pycocotools keeps the last entry: one image would be evaluated twice, the other never
+                names = ' and '.join(str(e.get('file_name')) for e in (seen[im['id']], im))
+                raise ValueError(f"`ann_file` {self.ann_file} lists image id {im['id']} twice ({names}): image ids must be unique")
+            seen[im['id']] = im
         if images is None:
-            a, first = self.ann_file, imgs[0]['file_name']
+            a = self.ann_file
+            first = next((im['file_name'] for im in imgs if isinstance(im.get('file_name'), str)), None)
+            if first is None: raise ValueError(f"`ann_file` {a}: no image entry has a 'file_name'")
             cands = [a.parent.parent/a.stem.removeprefix('instances_'), a.parent/'images', a.parent.parent/'images', a.parent]
             images = next((d for d in cands if (d/first).is_file()), None)
             if images is None:
@@ -551,7 +586,34 @@ class CocoDataset(_Skippable):
         self.masks, self.crowd, self.load_images = masks, crowd, load_images
         self.on_error, self.skipped = _check_on_error(on_error), []
 
-    def _item_path(self, i): return self.images_dir/self.coco.imgs[self.items[i]]['file_name']
+    def _item_path(self, i):
+        im = self.coco.imgs[self.items[i]]
+        return self.images_dir/im['file_name'] if isinstance(im.get('file_name'), str) else f"image id {self.items[i]}"
+
+    def _entry(self, iid)->tuple[Path, int, int]:
+        "The path, height and width of image `iid`, checked: an error naming the file and the entry."
+        im, where = self.coco.imgs[iid], f"{self.ann_file}: image {iid}"
+        if not isinstance(im.get('file_name'), str) or not im['file_name']: raise ValueError(f"{where} has no 'file_name'")
+        where += f" ({im['file_name']})"
+        hw = []
+        for k in ('height', 'width'):
+            if k not in im: raise ValueError(f"{where} has no '{k}'")
+            v = im[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1 or v != int(v):
+                raise ValueError(f"{where} has '{k}' {v!r}, expected a positive whole number")
+            hw.append(int(v))
+        return self.images_dir/im['file_name'], hw[0], hw[1]
+
+    def _box(self, a:dict)->list:
+        "The `bbox` `[x, y, w, h]` of annotation `a`, checked: four finite numbers, `w` and `h` >= 0."
+        where = f"{self.ann_file}: annotation {a.get('id')} of image {a.get('image_id')}"
+        if 'bbox' not in a: raise ValueError(f"{where} has no 'bbox'")
+        b = a['bbox']
+        ok = (isinstance(b, (list, tuple)) and len(b) == 4
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b))
+        if not ok or b[2] < 0 or b[3] < 0:
+            raise ValueError(f"{where} has 'bbox' {b!r}, expected [x, y, width, height] with width and height >= 0")
+        return b
 
     def __repr__(self):
         return f"CocoDataset({self.ann_file}, {len(self)} images, {len(self.cat_ids)} categories, images in {self.images_dir})"
@@ -573,18 +635,18 @@ def _rle(self:CocoDataset, a:dict, H:int, W:int):
     try: return self.coco.annToRLE(a)
     except Exception as e: raise ValueError(f"{where}: pycocotools cannot read its segmentation ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/40_data.ipynb #bd755d1a
+# %% ../nbs/40_data.ipynb #32c8dbf0
 @patch
 def __getitem__(self:CocoDataset, i:int)->CocoRecord:
     "The record of image `i`: boxes, categories and (with `masks=True`) the per-category union masks."
     from pycocotools import mask as mu
-    iid = self.items[i]; im = self.coco.imgs[iid]
-    path, (H, W) = self.images_dir/im['file_name'], (int(im['height']), int(im['width']))
+    iid = self.items[i]
+    path, H, W = self._entry(iid)
     if not path.is_file(): raise FileNotFoundError(f"image {path} (id {iid}) of {self.ann_file} is missing")
     anns = [a for a in self.coco.imgToAnns.get(iid, []) if self.crowd or not a.get('iscrowd', 0)]
     bad = [a['category_id'] for a in anns if a['category_id'] not in self._label]
     if bad: raise ValueError(f"{self.ann_file}: image {iid} has an annotation of category {bad[0]}, which is not in 'categories'")
-    boxes = np.array([a['bbox'] for a in anns], np.float64).reshape(-1, 4)
+    boxes = np.array([self._box(a) for a in anns], np.float64).reshape(-1, 4)
     boxes[:, 2:] += boxes[:, :2]
     boxes = boxes.astype(np.float32)
     cats = np.array([a['category_id'] for a in anns], np.int64)

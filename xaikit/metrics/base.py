@@ -258,26 +258,30 @@ def _label_map(label_map, names, m)->dict|None:
         out[int(k)] = cs[0] if isinstance(v, (int, np.integer)) else cs
     return out
 
-# %% ../../nbs/31_samples.ipynb #c30a5e9d
+# %% ../../nbs/31_samples.ipynb #7b02064f
 def samples(data,                  # ImageNetFolder / BoxRecords, CocoDataset, SyntheticSet, or a sequence of Samples
             model,                 # The model (input size, resize and crop)
             source:str='auto',     # 'boxes', 'mask' or 'auto' (masks where the data has them)
             limit:int|None=None,   # Only the first `limit` images
             label_map:dict|None=None # Data label (index, or COCO name) -> the model's class or classes; unmapped labels are left out
            )->list[Sample]:
-    "The `Sample`s of a data set: one per image (one per image and category for COCO)."
+    "The `Sample`s of a data set: one per image (one per image and category for COCO); a loader's `on_error='skip'` is honoured."
     if source not in ('auto', 'boxes', 'mask'): raise ValueError(f"`source` must be 'auto', 'boxes' or 'mask', got {source!r}")
     k, out, m = _kind(data), [], wrap(model)
     n = len(data) if limit is None else min(limit, len(data))
     lm = _label_map(label_map, getattr(data, 'class_names', None), m)
+    loader = hasattr(data, '_skip_or_raise')              # an ImageNetFolder / CocoDataset: failing images go through its `on_error`
+    if loader: data.skipped = data._known_skips()
     if k == 'coco':
         if lm is None and m.n_classes != len(data.class_names):
             raise ValueError(f"`label_map` is required: COCO labels index its {len(data.class_names)} categories, not the model's "
                              f"{m.n_classes} classes (for an ImageNet model: `xaikit.data.COCO_TO_IMAGENET`)")
         for i in range(n):
-            rec = data[i]
-            for c in sorted(set(rec.labels.tolist())):
-                if lm is None or c in lm: out.append(to_sample(rec, m, c, source, target=None if lm is None else lm[c]))
+            try:
+                rec = data[i]
+                out += [to_sample(rec, m, c, source, target=None if lm is None else lm[c])
+                        for c in sorted(set(rec.labels.tolist())) if lm is None or c in lm]
+            except (FileNotFoundError, ValueError) as e: data._skip_or_raise(i, e)
         return out
     if k == 'synthetic':
         for i in range(n):
@@ -287,6 +291,10 @@ def samples(data,                  # ImageNetFolder / BoxRecords, CocoDataset, S
                 out.append(Sample(sid, m.to_input(data.x01(i)), int(a['label']), skip='no evidence annotated', meta=meta))
             elif source == 'boxes': out.append(make_sample(data.x01(i), a['label'], m, boxes=a['boxes'], id=sid, meta=meta))
             else: out.append(make_sample(data.x01(i), a['label'], m, mask=a['masks'].any(0), id=sid, meta=meta))
+    elif loader:
+        for i in range(n):
+            try: out.append(to_sample(data[i], m, None, source))
+            except (FileNotFoundError, ValueError) as e: data._skip_or_raise(i, e)
     else:
         items = list(data)[:n] if limit is not None else list(data)
         for it in items: out.append(it if isinstance(it, Sample) else to_sample(it, m, None, source))
