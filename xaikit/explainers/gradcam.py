@@ -16,7 +16,7 @@ from .base import Explainer, Result, register
 # %% auto #0
 __all__ = ['autograd_on', 'GradCAM']
 
-# %% ../../nbs/10_gradcam.ipynb #91d6d49e
+# %% ../../nbs/10_gradcam.ipynb #1740ec01
 @contextmanager
 def autograd_on(what:str='this method'  # Who needs autograd (for the error message)
                ):
