@@ -73,3 +73,23 @@ def test_occlusion_matches_captum(lite0):
         r = pearson(ours.maps[0], theirs)
         assert r >= 0.999, r
         assert torch.allclose(ours.maps[0], theirs.float(), atol=1e-4)   # not only correlated: the same numbers
+
+
+@pytest.mark.parametrize('window,stride', [(48, 32)])
+def test_issue12_occlusion_cut_windows_match_captum(lite0, window, stride):
+    "Issue 12: `(224 - window)` not a multiple of the stride: `cover_border='cut'` places the windows as Captum does."
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no stride-gap warning here
+        occ = Occlusion(lite0, window=window, stride=stride, baseline='zero', cover_border='cut', batch_size=32)
+    cap = captum_attr.Occlusion(lambda x: torch.softmax(lite0.model(x), -1))
+    x01 = images(lite0)[0]
+    x = lite0.normalize(x01[None])
+    with torch.no_grad(): c = int(lite0.model(x).argmax())
+    ours = occ.explain(x01, targets=c)
+    with torch.no_grad():
+        theirs = cap.attribute(x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+                               baselines=0.0, target=c, perturbations_per_eval=32)[0].mean(0)
+    n = 1 + -(-(224 - window) // stride)               # Captum: 1 + ceil((224 - window) / stride) positions per axis
+    assert ours.n_forward == 1 + n * n
+    assert torch.allclose(ours.maps[0], theirs.float(), atol=1e-4)

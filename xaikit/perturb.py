@@ -6,7 +6,7 @@ Docs: https://xaikit.github.io/xaikit/perturb.html.md"""
 
 # %% ../nbs/02_perturb.ipynb #8d8fb5f5
 from __future__ import annotations
-import math
+import math, warnings
 from typing import Callable
 
 import torch
@@ -128,15 +128,23 @@ def superpixel_coalitions(Z,        # (M, S) coalitions over the S superpixels, 
 def window_regions(size,   # Image size (H, W) or an int
                    window, # Window (h, w) or an int
                    stride, # Stride (h, w) or an int
-                   flush:bool=True # Add a last row/column of windows flush with the border when the stride does not reach it
+                   flush:bool|str=True # When the stride does not reach the border, add a last row/column of windows:
+                                       # True: flush with the border; 'cut': at the next stride, cut off by the border
+                                       # (Captum's placement); False: none (the border strip stays uncovered)
                   )->torch.Tensor:
     "Regions `(K, H, W)` of all `window` positions with `stride`, row-major."
     (H, W), (wh, ww), (sh, sw) = as_size(size), as_size(window, 'window'), as_size(stride, 'stride')
     if wh > H or ww > W: raise ValueError(f"`window` {window} is larger than the image {size}")
-    ys = list(range(0, H - wh + 1, sh)); xs = list(range(0, W - ww + 1, sw))
-    if flush and ys[-1] != H - wh: ys.append(H - wh)
-    if flush and xs[-1] != W - ww: xs.append(W - ww)
-    ys, xs = torch.tensor(ys), torch.tensor(xs)
+    if flush not in (True, False, 'cut'): raise ValueError(f"`flush` must be True, False or 'cut', got {flush!r}")
+    if sh > wh or sw > ww:
+        warnings.warn(f"`stride` {stride} is larger than `window` {window}: the pixels between windows are never covered "
+                      "(their attribution is 0)", stacklevel=2)
+    def starts(n, w, s):
+        p = list(range(0, n - w + 1, s))
+        if p[-1] != n - w and flush == 'cut': p.append(p[-1] + s)
+        elif p[-1] != n - w and flush: p.append(n - w)
+        return torch.tensor(p)
+    ys, xs = starts(H, wh, sh), starts(W, ww, sw)
     r = (torch.arange(H)[None] >= ys[:, None]) & (torch.arange(H)[None] < ys[:, None] + wh)   # (ny, H)
     c = (torch.arange(W)[None] >= xs[:, None]) & (torch.arange(W)[None] < xs[:, None] + ww)   # (nx, W)
     return (r[:, None, :, None] & c[None, :, None, :]).reshape(-1, H, W)
@@ -164,6 +172,7 @@ class RISEMasks(MaskSource):
                 ):
         if not isinstance(n, int) or n < 1: raise ValueError(f"`n` must be a positive int, got {n!r}")
         if not isinstance(s, int) or s < 1: raise ValueError(f"`s` must be a positive int, got {s!r}")
+        if s > min(as_size(size)): raise ValueError(f"`s` ({s} cells per side) must not exceed the mask size {as_size(size)}")
         if not 0 < p <= 1: raise ValueError(f"`p` (keep probability) must be in (0, 1], got {p!r}")
         self.size, self.n, self.s, self.p, self.seed = as_size(size), n, s, p, seed
         H, W = self.size
@@ -192,6 +201,7 @@ class SoftMasks(MaskSource):
         if m.ndim == 4 and m.shape[1] == 1: m = m[:, 0]
         if m.ndim == 2: m = m[None]
         if m.ndim != 3: raise ValueError(f"`masks` must be (M, H, W) or (M, 1, H, W), got shape {tuple(m.shape)}")
+        if m.numel() == 0: raise ValueError(f"`masks` is empty (shape {tuple(m.shape)})")
         m = m.float()
         if torch.isnan(m).any() or m.min() < 0 or m.max() > 1: raise ValueError("`masks` values must lie in [0, 1]")
         self.m, self.size = m, tuple(m.shape[-2:])
@@ -211,16 +221,18 @@ def make_baseline(model:ModelAdapter, x01:torch.Tensor, # The model-input image 
                  )->torch.Tensor:
     "The baseline as a normalised `(1, 3, H, W)` tensor on the model's device and dtype."
     m, H, W = model, *x01.shape[-2:]
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0):
+        raise ValueError(f"`sigma` must be a positive number (or None for the default), got {sigma!r}")
     if isinstance(baseline, str):
         if baseline == 'zero': return torch.zeros(1, 3, H, W, device=m.device, dtype=m.dtype)
         if baseline == 'black': return m.normalize(torch.zeros(1, 3, H, W))
         if baseline == 'mean': return m.normalize(x01.mean((1, 2), keepdim=True).expand(3, H, W)[None])
         if baseline == 'blur':
-            s = sigma or H / 20; k = 2 * math.ceil(3 * s) + 1
+            s = sigma if sigma is not None else H / 20; k = 2 * math.ceil(3 * s) + 1
             return m.normalize(TF.gaussian_blur(x01[None], [k, k], [s, s]))
         if baseline == 'noise':
             g = make_generator(seed)
-            return (torch.randn(1, 3, H, W, generator=g) * (sigma or 1.0)).to(m.device, m.dtype)
+            return (torch.randn(1, 3, H, W, generator=g) * (sigma if sigma is not None else 1.0)).to(m.device, m.dtype)
         raise ValueError(f"`baseline` must be 'zero', 'black', 'mean', 'blur', 'noise', a grey level or an image, got {baseline!r}")
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         if not 0 <= baseline <= 1: raise ValueError(f"`baseline` grey level must be in [0, 1], got {baseline}")
@@ -313,7 +325,7 @@ def score(model,                      # A classifier (wrapped with `wrap` if it 
           amp:torch.dtype|None=None,  # torch.float16 / torch.bfloat16 to run under autocast
           progress:bool|None=None,    # Progress bar (default: for long runs, never in tests)
           seed:int=0,                 # Seed of a noise baseline
-          channels_last:bool|None=None, # Pass pixel batches in channels-last memory format (default: when the model has convolutions)
+          channels_last:bool|None=None, # Channels-last pixel batches (default: when the model has convolutions and accepts them)
           return_info:bool=False      # Also return a dict with n_forward, n_masks, n_unique, mode, batch_size, targets
          ):
     "Scores `(M, T)` of `targets` on the model for `image` under each keep-mask of `masks` (float32, model device)."
@@ -326,19 +338,24 @@ def score(model,                      # A classifier (wrapped with `wrap` if it 
     if mode not in ('auto', 'pixels', 'tokens'): raise ValueError(f"`mode` must be 'auto', 'pixels' or 'tokens', got {mode!r}")
     if amp not in (None, torch.float16, torch.bfloat16):
         raise ValueError(f"`amp` must be None, torch.float16 or torch.bfloat16, got {amp!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"`batch_size` must be a positive int or None (the default), got {batch_size!r}")
     use_tokens = mode == 'tokens' or (mode == 'auto' and tokens_applicable(m, masks))
     if mode == 'tokens': tokens_applicable(m, masks, strict=True)
+    if use_tokens and not (isinstance(baseline, str) and baseline == 'zero'):
+        warnings.warn(f"`baseline` {baseline if isinstance(baseline, (str, int, float)) else type(baseline).__name__!r} "
+                      "is not used: these masks run as ViT token dropping (removed patches are dropped, not replaced); "
+                      "pass `mode='pixels'` to use the baseline", stacklevel=2)
     x01 = m.to_input(image)
     x = m.normalize(x01[None])
     with torch.inference_mode():
         tg, evaluate, logits0 = _targets_fn(m, x, targets, kind)
         uq = masks.unique()
         rep = torch.arange(len(masks)) if uq is None else uq[0]
-        bs = batch_size or _default_batch_size(m, x)
-        if not isinstance(bs, int) or bs < 1: raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        bs = batch_size if batch_size is not None else _default_batch_size(m, x)
         res = {}
         def store(c, z):
-            r = evaluate(z).float()
+            r = evaluate(z.float()).float()           # scores from float32 logits: no rounding to a bf16/fp16 model's dtype
             if 'S' not in res: res['S'] = torch.empty(len(rep), r.shape[-1], device=r.device)
             res['S'][c.to(r.device)] = r
         ctx = torch.autocast(m.device.type, dtype=amp, enabled=amp is not None)
@@ -351,12 +368,24 @@ def score(model,                      # A classifier (wrapped with `wrap` if it 
                 _run_batched(run, _token_chunks(Zr, bs), progress)
         else:
             bn = make_baseline(m, x01, baseline, seed=seed)
-            if channels_last is None: channels_last = any(isinstance(l, torch.nn.Conv2d) for l in m.model.modules())
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            auto = channels_last is None
+            if auto: channels_last = any(isinstance(l, torch.nn.Conv2d) for l in m.model.modules())
+            st = {'fmt': torch.channels_last if channels_last else torch.contiguous_format, 'checked': not channels_last}
             with ctx:
                 def run(c):
                     mk = masks.masks(rep[c], m.device)[:, None].to(x.dtype)
-                    store(c, m((x * mk + bn * (1 - mk)).contiguous(memory_format=fmt)))
+                    xb = x * mk + bn * (1 - mk)
+                    if st['checked']: return store(c, m(xb.contiguous(memory_format=st['fmt'])))
+                    try: z = m(xb.contiguous(memory_format=torch.channels_last))    # the first batch: does the model take it?
+                    except torch.OutOfMemoryError: raise
+                    except RuntimeError as e:                   # e.g. `.view()` after a convolution needs contiguous input
+                        if not auto: raise ValueError(f"the model fails on channels-last input ({e}): set `channels_last` to False "
+                                                      "(or None to detect it)") from e
+                        try: z = m(xb.contiguous())
+                        except RuntimeError: raise e from None  # not a memory-format problem: the model's own error
+                        st['fmt'] = torch.contiguous_format
+                    st['checked'] = True
+                    store(c, z)
                 _run_batched(run, list(torch.arange(len(rep)).split(bs)), progress)
         S = res['S'] if uq is None else res['S'][uq[1].to(res['S'].device)]
     n_forward = len(rep) + (logits0 is not None)

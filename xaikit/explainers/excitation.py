@@ -13,6 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..core import eval_targets
 from .base import Explainer, Result, register
+from .gradcam import autograd_on
 
 # %% auto #0
 __all__ = ['check_mwp_support', 'ExcitationBackprop']
@@ -59,7 +60,28 @@ _UNSUPPORTED = {F.gelu, F.silu, F.sigmoid, torch.sigmoid, torch.Tensor.sigmoid, 
                 torch.softmax, torch.Tensor.softmax, F.layer_norm, F.group_norm, F.hardswish, F.hardsigmoid, F.mish,
                 F.scaled_dot_product_attention, torch.matmul, torch.Tensor.__matmul__, torch.bmm, torch.exp, F.elu, F.leaky_relu}
 
-def _needs(t): return isinstance(t, torch.Tensor) and t.requires_grad
+# Ops with no rule of their own whose plain gradient is the MWP rule: they only move, copy or select values (max pooling
+# and slicing route the probability to the winner / the selected entry; eval-mode dropout and zero padding pass it on).
+# Anything else that computes an input-dependent tensor is refused (an allow-list: `exp`, `abs`, `softplus`, ... would
+# otherwise pass their gradient off as a probability).
+_PASS = {torch.flatten, torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.permute,
+         torch.permute, torch.Tensor.transpose, torch.transpose, torch.Tensor.contiguous, torch.Tensor.squeeze, torch.squeeze,
+         torch.Tensor.unsqueeze, torch.unsqueeze, torch.Tensor.__getitem__, torch.cat, torch.concat, torch.stack,
+         torch.Tensor.split, torch.split, torch.Tensor.chunk, torch.chunk, torch.Tensor.clone, torch.clone, torch.Tensor.to,
+         torch.Tensor.float, torch.Tensor.type_as, torch.Tensor.requires_grad_, torch.Tensor.expand, torch.Tensor.unflatten,
+         torch.Tensor.narrow, torch.narrow, F.pad, F.dropout, F.dropout2d, F.max_pool1d, F.max_pool2d, torch.max_pool2d,
+         F.max_pool2d_with_indices, F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices, torch.Tensor.detach}
+
+def _needs(t):
+    "Whether `t` (a tensor, or a list / tuple of them) holds a tensor that requires grad."
+    if isinstance(t, (list, tuple)): return any(_needs(u) for u in t)
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+def _no_rule(func):
+    name = getattr(func, '__name__', None) or str(func)
+    return ValueError(f"excitation backprop has no rule for `{name}` (applied to an input-dependent tensor); it supports "
+                      "convolutions, linear layers, batch-norm, ReLU/ReLU6, pooling, residual sums, scaling by constants "
+                      "and reshapes")
 
 class _MWPMode(TorchFunctionMode):
     "While active, supported ops carry their excitation-backprop rule as their backward."
@@ -70,10 +92,11 @@ class _MWPMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         x = args[0] if args else None
-        if func in _UNSUPPORTED and any(_needs(a) for a in args):
-            raise ValueError(f"excitation backprop has no rule for `{getattr(func, '__name__', func)}`; "
-                             "it supports convolutions, linear layers, batch-norm, ReLU/ReLU6, pooling and residual sums")
-        if not _needs(x): return func(*args, **kwargs)
+        if func in _UNSUPPORTED and _needs(args): raise _no_rule(func)
+        if not _needs(x):
+            out = func(*args, **kwargs)
+            if func not in _PASS and _needs(out): raise _no_rule(func)    # e.g. `torch.mul(2, x)` or `torch.add(c, x)`
+            return out
         if func in (F.conv2d, F.linear):
             w, rest = args[1], args[3:]
             with torch.no_grad(): y = func(*args, **kwargs)
@@ -115,7 +138,9 @@ class _MWPMode(TorchFunctionMode):
                                  "(e.g. a gating branch)")
             with torch.no_grad(): y = _INPLACE.get(func, func)(*args, **kwargs)
             return _Rule.apply(lambda x, P: (P,), y, x)
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if func not in _PASS and _needs(out): raise _no_rule(func)
+        return out
 
 # %% ../../nbs/11_excitation.ipynb #ce5b318f
 _SUPPORTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d,
@@ -151,14 +176,17 @@ class ExcitationBackprop(Explainer):
 
     def _explain(self, x01, x, logits, targets):
         m, T = self.model, len(targets)
-        with torch.enable_grad():
+        with autograd_on('excitation backprop'):       # also inside the caller's `torch.inference_mode()`
             z0 = logits.detach().float().expand(T, -1).clone().requires_grad_()
             G, = torch.autograd.grad(eval_targets(targets, z0).diagonal().sum(), z0)   # top-down signal dscore/dlogits
             mode = _MWPMode()
             with m.record(self.layer) as rec:
                 with mode: out = m(x.expand(T, -1, -1, -1).clone().requires_grad_())
+            if self.layer not in rec: raise ValueError(f"`layer` {self.layer!r} never ran in the forward pass of {m.name}")
             act = rec[self.layer]
-            P, = torch.autograd.grad(out, act, G.to(out.dtype), retain_graph=self.contrastive)
+            P, = torch.autograd.grad(out, act, G.to(out.dtype), retain_graph=self.contrastive, allow_unused=True)
+            if P is None: raise ValueError(f"`layer` {self.layer!r} does not feed the logits of {m.name} (an auxiliary "
+                                           "branch?): pick a layer on the way to the logits")
             if self.contrastive:
                 mode.dual = True
                 Pd, = torch.autograd.grad(out, act, G.to(out.dtype))

@@ -6,6 +6,7 @@ Docs: https://xaikit.github.io/xaikit/gradcam.html.md"""
 
 # %% ../../nbs/10_gradcam.ipynb #be1769d2
 from __future__ import annotations
+from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
@@ -13,9 +14,21 @@ from ..core import eval_targets
 from .base import Explainer, Result, register
 
 # %% auto #0
-__all__ = ['GradCAM']
+__all__ = ['autograd_on', 'GradCAM']
 
-# %% ../../nbs/10_gradcam.ipynb #6f557194
+# %% ../../nbs/10_gradcam.ipynb #1740ec01
+@contextmanager
+def autograd_on(what:str='this method'  # Who needs autograd (for the error message)
+               ):
+    "Autograd on inside, even when the caller is in `torch.no_grad()` or `torch.inference_mode()` (their tensors allowing)."
+    try:
+        with torch.inference_mode(False), torch.enable_grad(): yield
+    except RuntimeError as e:
+        if 'inference tensor' not in str(e).lower(): raise
+        raise ValueError(f"{what} needs autograd, but the model's parameters (or buffers) are inference tensors: they were "
+                         "created or loaded inside `torch.inference_mode()`. Create or load the model outside inference mode "
+                         "(calling the explainer inside `torch.inference_mode()` is fine)") from e
+
 @register
 class GradCAM(Explainer):
     "Grad-CAM (classic or element-wise) at any layer of a CNN or ViT."
@@ -26,15 +39,18 @@ class GradCAM(Explainer):
     sanity_images = ('chelsea', 'coffee')
     bad_params = [(dict(layer='2.wieght'), "`layer` '2.wieght' not found"), (dict(variant='fancy'), '`variant`')]
     def __init__(self, model,
-                 layer:str|None=None,       # Dotted layer name; default `model.default_cam_layer()`
+                 layer:str|list|None=None,  # Dotted layer name, or a list of them (maps averaged); default `model.default_cam_layer()`
                  variant:str|None=None,     # 'classic' (spatially averaged gradients, the default) or 'elementwise'
                  relu:bool=True,            # Clamp the map at zero (CWOX uses False)
-                 upsample:bool=True         # Resize maps bilinearly to the input resolution
+                 upsample:bool=True         # Resize maps bilinearly to the input resolution (False: the layer's resolution)
                 ):
         super().__init__(model)
         variant = self.variants[0] if variant is None else variant
         if variant not in self.variants: raise ValueError(f"`variant` must be one of {self.variants}, got {variant!r}")
-        self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
+        if isinstance(layer, (list, tuple)):
+            if not layer: raise ValueError("`layer` is an empty list: give a layer name or a list of them")
+            self.layer = [self.model.resolve_layer_name(l) for l in layer]
+        else: self.layer = self.model.resolve_layer_name(layer) if layer is not None else self.model.default_cam_layer()
         self.variant, self.relu, self.upsample = variant, relu, upsample
 
     def weights(self, act:torch.Tensor, grad:torch.Tensor)->torch.Tensor:
@@ -43,19 +59,37 @@ class GradCAM(Explainer):
 
     def _explain(self, x01, x, logits, targets):
         m = self.model
-        with torch.enable_grad(), m.record(self.layer) as rec:
-            out = m(x)                                          # one forward, with autograd: it also resolves `targets`
-            act = rec[self.layer]
-            if not act.requires_grad: raise ValueError(f"`layer` {self.layer!r} does not depend on the input through differentiable ops")
+        layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        with autograd_on(f"{type(self).__name__}"), m.record(layers) as rec:
+            # the input requires grad, so the activations do even on a frozen model (`requires_grad_(False)`); cloned
+            # here, it is a normal tensor even when the caller made `x` inside `torch.inference_mode()`
+            out = m(x.clone().requires_grad_())                # one forward, with autograd: it also resolves `targets`
+            for l in layers:
+                if l not in rec: raise ValueError(f"`layer` {l!r} never ran in the forward pass of {m.name}")
+                if not rec[l].requires_grad: raise ValueError(f"`layer` {l!r} does not depend on the input through differentiable ops")
+            acts = [rec[l] for l in layers]
             targets = self.resolve_targets(targets, out.detach())
             scores, T = eval_targets(targets, out)[0], len(targets)
             # one backward per target, each only through the layers above `layer` (cheap for the usual last-stage layer)
-            grad = torch.cat([torch.autograd.grad(scores[t], act, retain_graph=t < T - 1)[0] for t in range(T)])
-        act, grad = act.detach(), grad.detach()
-        if act.ndim == 3: act, grad = m.tokens_to_grid(act), m.tokens_to_grid(grad)
+            grads = [[] for _ in layers]
+            for t in range(T):
+                for i, g in enumerate(torch.autograd.grad(scores[t], acts, retain_graph=t < T - 1, allow_unused=True)):
+                    if g is None: raise ValueError(f"`layer` {layers[i]!r} does not feed the logits of {m.name} (an auxiliary "
+                                                   "branch?): its output plays no part in the scores; pick a layer on the way")
+                    grads[i].append(g)
+        cams = [self._cam(l, a.detach(), torch.cat(g).detach(), x.shape[-2:]) for l, a, g in zip(layers, acts, grads)]
+        if len({c.shape for c in cams}) > 1:
+            raise ValueError(f"`layer` {layers} have maps of different sizes {[tuple(c.shape[-2:]) for c in cams]}: "
+                             "averaging them needs `upsample=True`")
+        cam = cams[0] if len(cams) == 1 else torch.stack(cams).mean(0)
+        return Result(cam[:, 0], n_forward=1, extras={'layer': self.layer, 'scores': scores.detach().float().cpu()}, targets=targets)
+
+    def _cam(self, layer, act, grad, size):
+        "The map `(T, 1, h, w)` of one layer (upsampled to `size` with `upsample`)."
+        if act.ndim == 3: act, grad = self.model.tokens_to_grid(act), self.model.tokens_to_grid(grad)
         if act.ndim != 4:
-            raise ValueError(f"`layer` {self.layer!r} outputs shape {tuple(act.shape)}; Grad-CAM needs (B, C, h, w) maps or ViT tokens")
+            raise ValueError(f"`layer` {layer!r} outputs shape {tuple(act.shape)}; Grad-CAM needs (B, C, h, w) maps or ViT tokens")
         cam = (self.weights(act, grad) * act).sum(1, keepdim=True).float()
         if self.relu: cam = cam.clamp_min(0)
-        if self.upsample: cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)
-        return Result(cam[:, 0], n_forward=1, extras={'layer': self.layer, 'scores': scores.detach().float().cpu()}, targets=targets)
+        if self.upsample: cam = F.interpolate(cam, size=size, mode='bilinear', align_corners=False)
+        return cam

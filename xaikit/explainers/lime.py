@@ -15,7 +15,7 @@ from ..perturb import superpixel_coalitions
 from .base import PerturbationExplainer, Result, register
 
 # %% auto #0
-__all__ = ['segment', 'weighted_ridge', 'LIME']
+__all__ = ['segment', 'check_segment_options', 'as_segments', 'weighted_ridge', 'LIME']
 
 # %% ../../nbs/13_lime.ipynb #bace2368
 def segment(x01:torch.Tensor,           # Image (3, H, W) in [0, 1]
@@ -28,11 +28,32 @@ def segment(x01:torch.Tensor,           # Image (3, H, W) in [0, 1]
     img = x01.detach().float().cpu().permute(1, 2, 0).numpy().astype(np.float64)
     fn = {'quickshift': quickshift, 'slic': slic}.get(method)
     if fn is None: raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {method!r}")
-    unknown = sorted(set(kw) - set(inspect.signature(fn).parameters) - {'image'})
-    if unknown: raise ValueError(f"unknown option(s) {unknown} of scikit-image's `{method}` (a misspelt LIME keyword?)")
-    if method == 'quickshift': seg = quickshift(img, **{'kernel_size': 4, 'max_dist': 200, 'ratio': 0.2, 'rng': seed, **kw})
+    check_segment_options(method, kw)
+    rng = int(seed) % 2**31                     # any int seed is valid (quickshift's takes 0..2**31-1)
+    if method == 'quickshift': seg = quickshift(img, **{'kernel_size': 4, 'max_dist': 200, 'ratio': 0.2, 'rng': rng, **kw})
     else: seg = slic(img, **{'n_segments': 50, 'compactness': 10, 'start_label': 0, **kw})
     return torch.from_numpy(np.unique(seg, return_inverse=True)[1].reshape(seg.shape)).long()
+
+def check_segment_options(method:str, # 'quickshift' or 'slic'
+                          kw:dict      # Options for the scikit-image function
+                         ):
+    "Raise a `ValueError` naming the options `kw` that scikit-image's `method` does not take (a misspelt keyword)."
+    from skimage.segmentation import quickshift, slic
+    fn = {'quickshift': quickshift, 'slic': slic}.get(method)
+    if fn is None: raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {method!r}")
+    unknown = sorted(set(kw) - set(inspect.signature(fn).parameters) - {'image'})
+    if unknown: raise ValueError(f"unknown option(s) {unknown} of scikit-image's `{method}` (a misspelt LIME keyword?)")
+
+def as_segments(segments,  # (H, W) integer labels (tensor or array), any values
+                size       # The size they must have (H, W)
+               )->torch.Tensor: # Labels (H, W), 0..F-1 in sorted order of the given labels
+    "A user's superpixels, checked and relabelled 0..F-1."
+    s = torch.as_tensor(np.asarray(segments) if not isinstance(segments, torch.Tensor) else segments)
+    if s.is_floating_point() or s.is_complex() or s.dtype == torch.bool:
+        raise TypeError(f"`segments` must be integer labels, got dtype {s.dtype}")
+    if tuple(s.shape) != tuple(size):
+        raise ValueError(f"`segments` must be an (H, W) label map at the model's input size {tuple(size)}, got shape {tuple(s.shape)}")
+    return torch.unique(s.cpu(), return_inverse=True)[1].reshape(s.shape).long()
 
 def weighted_ridge(Z:torch.Tensor,   # Design (N, F)
                    Y:torch.Tensor,   # Responses (N, T)
@@ -64,8 +85,10 @@ class LIME(PerturbationExplainer):
                  n_samples:int=1000,            # Number of perturbed samples N
                  segmentation:str='quickshift', # 'quickshift' or 'slic'
                  kernel_width:float=0.25,       # Width of the exponential kernel on cosine distance
-                 alpha:float=1.0,               # Ridge penalty
+                 alpha:float=1.0,               # Ridge penalty (>= 0)
                  baseline='black',              # Replacement for hidden superpixels (LIME: black)
+                 segments=None,                 # Your own superpixels instead of `segmentation`: an (H, W) integer label map
+                                                # at the model's input size, or a function `x01 -> labels` (per image)
                  **kwargs                       # Engine settings of `PerturbationExplainer` (batch_size, amp, seed, ...),
                                                 # then options of the segmentation function (e.g. `n_segments` for SLIC)
                 ):
@@ -74,10 +97,22 @@ class LIME(PerturbationExplainer):
             raise ValueError(f"`n_samples` must be an int >= 2, got {n_samples!r}")
         if segmentation not in ('quickshift', 'slic'):
             raise ValueError(f"`segmentation` must be 'quickshift' or 'slic', got {segmentation!r}")
+        if isinstance(kernel_width, bool) or not isinstance(kernel_width, (int, float)) or not 0 < kernel_width < float('inf'):
+            raise ValueError(f"`kernel_width` must be a positive number, got {kernel_width!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float('inf'):
+            raise ValueError(f"`alpha` (ridge penalty) must be a number >= 0, got {alpha!r}")
+        if segments is not None:
+            if kwargs or segmentation != 'quickshift':
+                raise ValueError(f"`segments` replaces the segmentation: drop `segmentation` and its options {sorted(kwargs)}")
+            if not callable(segments): segments = as_segments(segments, self.model.input_size)
+        else: check_segment_options(segmentation, kwargs)      # a misspelt keyword fails now, not inside scikit-image
         self.n_samples, self.segmentation, self.kernel_width, self.alpha, self.seg_kw = n_samples, segmentation, kernel_width, alpha, kwargs
+        self.segments = segments
 
     def _explain(self, x01, x, logits, targets):
-        seg = segment(x01, self.segmentation, self.seed, **self.seg_kw)
+        if self.segments is None: seg = segment(x01, self.segmentation, self.seed, **self.seg_kw)
+        elif callable(self.segments): seg = as_segments(self.segments(x01), self.model.input_size)
+        else: seg = self.segments
         F_ = int(seg.max()) + 1
         Z = torch.rand(self.n_samples, F_, generator=make_generator(self.seed)) < 0.5
         Z[0] = True

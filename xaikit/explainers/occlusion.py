@@ -6,6 +6,7 @@ Docs: https://xaikit.github.io/xaikit/occlusion.html.md"""
 
 # %% ../../nbs/14_occlusion.ipynb #ee925bab
 from __future__ import annotations
+import warnings
 import torch
 
 from ..core import eval_targets
@@ -27,17 +28,22 @@ class Occlusion(PerturbationExplainer):
     def __init__(self, model,
                  window:int|tuple=32,       # Window size (h, w) or int
                  stride:int|tuple=16,       # Window stride
-                 cover_border:bool=True,    # Add windows flush with the bottom/right border when the stride does not reach it
+                 cover_border:bool|str=True, # Where the stride does not reach the border: True: add windows flush with it;
+                                             # 'cut': one stride further, cut off by it (Captum); False: leave the strip at 0
                  **kwargs                   # Engine settings of `PerturbationExplainer` (baseline, batch_size, amp, ...)
                 ):
         super().__init__(model, **kwargs)
+        if cover_border not in (True, False, 'cut'): raise ValueError(f"`cover_border` must be True, False or 'cut', got {cover_border!r}")
         self.window, self.stride, self.cover_border = window, stride, cover_border
-        self._regions = window_regions(self.model.input_size, window, stride, flush=cover_border)
+        with warnings.catch_warnings(record=True) as ws:          # re-issued below, pointing at the caller's line
+            warnings.simplefilter('always')
+            self._regions = window_regions(self.model.input_size, window, stride, flush=cover_border)
+        for w in ws: warnings.warn(w.message, stacklevel=2)
 
     def _explain(self, x01, x, logits, targets):
         R = self._regions
         S = self.score(x01, occlusion_coalitions(R, 1), targets)
-        drop = eval_targets(targets, logits).float().to(S.device) - S              # (K, T)
+        drop = eval_targets(targets, logits.float()).to(S.device) - S              # (K, T), in float32 whatever the model dtype
         Rf = R.to(S.device).flatten(1).float()                                      # (K, HW)
         maps = (drop.T @ Rf) / Rf.sum(0).clamp_min(1)
         return Result(maps.view(len(targets), *self.model.input_size), extras={'n_windows': len(R)})

@@ -19,7 +19,8 @@ class RISE(PerturbationExplainer):
     name = 'rise'
     test_params = dict(n_masks=32)
     sanity_params = dict(n_masks=256, center=True)
-    bad_params = [(dict(n_masks=0), '`n_masks`'), (dict(s=0), '`s`'), (dict(p=1.5), '`p`'), (dict(batch_size=0), '`batch_size`')]
+    bad_params = [(dict(n_masks=0), '`n_masks`'), (dict(s=0), '`s`'), (dict(p=1.5), '`p`'), (dict(batch_size=0), '`batch_size`'),
+                  (dict(s=64), '`s`')]                               # a grid finer than the (32 px) image
     demo_params = dict(n_masks=500, center=True)
     def __init__(self, model,
                  n_masks:int=4000,          # Number of random masks N
