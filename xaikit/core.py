@@ -108,8 +108,8 @@ def _array_to_tensor(image:np.ndarray, value_range, arg, channels:int=3)->torch.
         raise ValueError(f"`{arg}`: ndarray images are HWC, got shape {image.shape} (looks like CHW: use a tensor or transpose)")
     _not_empty(image.shape, arg)
     image = np.ascontiguousarray(image)                     # negative strides (img[..., ::-1]) and views: a plain copy
-    if image.dtype == np.uint8: return torch.from_numpy(image).permute(2, 0, 1).float() / 255.
-    if image.dtype == np.uint16: return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1) / 65535.
+    if image.dtype == np.uint8: return torch.tensor(image).permute(2, 0, 1).float() / 255.
+    if image.dtype == np.uint16: return torch.tensor(image.astype(np.float32)).permute(2, 0, 1) / 65535.
     if np.issubdtype(image.dtype, np.floating):
         return _scale(torch.tensor(image, dtype=torch.float32).permute(2, 0, 1), value_range, arg)
     raise TypeError(f"`{arg}`: ndarray dtype must be uint8, uint16 or float, got {image.dtype}")

@@ -216,7 +216,7 @@ def _logits(out, B:int, name:str)->torch.Tensor:
     elif isinstance(out, (tuple, list)) and out: out = out[0]
     if not isinstance(out, torch.Tensor): raise TypeError(f"`model` {name} must return logits (B, C), got {type(out).__name__}")
     if out.ndim > 2 and all(s == 1 for s in out.shape[2:]): out = out.flatten(1)   # (B, C, 1, 1) from a conv head
-    if out.ndim != 2 or out.shape[0] != B:
+    if out.ndim != 2:                                # (the batch may differ from B: ViT token dropping widens it)
         raise ValueError(f"`model` {name} must return logits (B, C) for a batch of {B}, got shape {tuple(out.shape)}")
     if out.shape[1] == 1: out = torch.cat([torch.zeros_like(out), out], 1)           # one logit z -> [0, z]: p(1) = sigmoid(z)
     return out
