@@ -69,7 +69,8 @@ def test_bad_inputs_named():
 
 
 ADAPTER_API = ['to_input', 'normalize', 'denormalize', 'preprocess', 'forward', 'predict', 'layer', 'layer_names',
-               'resolve_layer_name', 'tokens_to_grid', 'grid_to_tokens', 'record', 'resize_geometry', 'default_cam_layer']
+               'resolve_layer_name', 'tokens_to_grid', 'grid_to_tokens', 'record', 'resize_geometry', 'default_cam_layer',
+               'evaluating']
 ADAPTER_PROPS = ['device', 'dtype', 'n_classes']
 
 

@@ -69,7 +69,7 @@ def as_size(size,             # An int (square) or a pair of ints (h, w)
         raise ValueError(f"`{arg}` must be a positive int or a pair of positive ints (h, w), got {size!r}")
     return (int(size[0]), int(size[1]))
 
-# %% ../nbs/00_core.ipynb #6e782645
+# %% ../nbs/00_core.ipynb #6df02f85
 def _check_values(x:torch.Tensor, value_range, arg):
     if torch.isnan(x).any(): raise ValueError(f"`{arg}` contains NaN values")
     if torch.isinf(x).any(): raise ValueError(f"`{arg}` contains infinite values")
@@ -84,71 +84,98 @@ def _scale(x:torch.Tensor, value_range, arg)->torch.Tensor:
     vr = value_range or (0., 1.); _check_values(x, vr, arg)
     return (x - vr[0]) / (vr[1] - vr[0])
 
-def _fix_channels(x:torch.Tensor, arg)->torch.Tensor:
-    "`x` is (C, H, W): 1 -> repeat to RGB, 3 -> as is, 4 -> drop alpha."
-    c = x.shape[0]
-    if c == 1: return x.expand(3, -1, -1).contiguous()
-    if c == 3: return x
-    if c == 4: return x[:3].contiguous()
-    raise ValueError(f"`{arg}` has {c} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+_GRAY = (0.299, 0.587, 0.114)   # ITU-R 601 luma, as PIL's 'L' conversion
 
-# %% ../nbs/00_core.ipynb #029e762e
-def _array_to_tensor(image:np.ndarray, value_range, arg)->torch.Tensor:
+def _fix_channels(x:torch.Tensor, arg, channels:int=3)->torch.Tensor:
+    "`x` is (C, H, W): to 3 channels (1 -> repeat, 4 -> drop alpha), to 1 (RGB -> luma), or kept when C == `channels`."
+    c = x.shape[0]
+    if c == 4 and channels != 4: x, c = x[:3].contiguous(), 3
+    if c == channels: return x
+    if channels == 3 and c == 1: return x.expand(3, -1, -1).contiguous()
+    if channels == 1 and c == 3: return (x * torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(3, 1, 1)).sum(0, keepdim=True)
+    if channels in (1, 3): raise ValueError(f"`{arg}` has {c} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+    raise ValueError(f"`{arg}` has {c} channels; the model takes {channels}")
+
+# %% ../nbs/00_core.ipynb #06099cf5
+def _not_empty(shape, arg):
+    if 0 in tuple(shape): raise ValueError(f"`{arg}` is empty: shape {tuple(shape)} has no pixels")
+
+def _array_to_tensor(image:np.ndarray, value_range, arg, channels:int=3)->torch.Tensor:
     if image.ndim == 2: image = image[..., None]
     if image.ndim != 3: raise ValueError(f"`{arg}`: an ndarray image must be (H, W) or (H, W, C), got shape {image.shape}")
-    if image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4):
+    ok = (1, 3, 4, channels)
+    if image.shape[-1] not in ok and image.shape[0] in ok:
         raise ValueError(f"`{arg}`: ndarray images are HWC, got shape {image.shape} (looks like CHW: use a tensor or transpose)")
+    _not_empty(image.shape, arg)
+    image = np.ascontiguousarray(image)                     # negative strides (img[..., ::-1]) and views: a plain copy
     if image.dtype == np.uint8: return torch.tensor(image).permute(2, 0, 1).float() / 255.
+    if image.dtype == np.uint16: return torch.tensor(image.astype(np.float32)).permute(2, 0, 1) / 65535.
     if np.issubdtype(image.dtype, np.floating):
         return _scale(torch.tensor(image, dtype=torch.float32).permute(2, 0, 1), value_range, arg)
-    raise TypeError(f"`{arg}`: ndarray dtype must be uint8 or float, got {image.dtype}")
+    raise TypeError(f"`{arg}`: ndarray dtype must be uint8, uint16 or float, got {image.dtype}")
 
-def _tensor_to_tensor(x:torch.Tensor, value_range, arg)->torch.Tensor:
+def _tensor_to_tensor(x:torch.Tensor, value_range, arg, channels:int=3)->torch.Tensor:
     x = x.detach()
     if x.ndim == 4:
         if x.shape[0] != 1: raise ValueError(f"`{arg}`: expected one image, got a batch of shape {tuple(x.shape)}")
         x = x[0]
     if x.ndim == 2: x = x[None]
     if x.ndim != 3: raise ValueError(f"`{arg}`: a tensor image must be (C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[0] not in (1, 3, 4):
+    if x.shape[0] not in (1, 3, 4, channels):
         raise ValueError(f"`{arg}` has {x.shape[0]} channels in CHW layout; expected 1, 3 or 4 (tensors are CHW)")
+    _not_empty(x.shape, arg)
     if x.dtype == torch.uint8: return x.float() / 255.
     if x.is_floating_point(): return _scale(x.float(), value_range, arg)
     raise TypeError(f"`{arg}`: tensor dtype must be uint8 or floating, got {x.dtype}")
 
+def _pil_to_array(im:Image.Image, arg)->np.ndarray:
+    "PIL image -> ndarray: 16-bit gray as uint16 (scaled by 65535), float gray ('F') as float32 (checked against `value_range`)."
+    if im.mode in ('RGB', 'L', 'RGBA'): return np.array(im)
+    if im.mode.startswith('I;16'): return np.array(im).astype(np.uint16)
+    if im.mode == 'I':                                      # 32-bit ints: 16-bit PNGs open like this in some Pillow versions
+        a = np.array(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"`{arg}`: a mode 'I' (32-bit integer) image with values in [{a.min()}, {a.max()}]; "
+                             "only 0..65535 (16-bit) is understood: convert it to an array and scale it yourself")
+        return a.astype(np.uint16)
+    if im.mode == 'F': return np.array(im, dtype=np.float32)
+    return np.array(im.convert('RGBA' if 'A' in im.mode or 'transparency' in im.info else 'RGB'))
+
 def to_image(image,                  # Path, PIL image, ndarray (H,W) / (H,W,C), or tensor (C,H,W) / (1,C,H,W)
-             value_range=None,       # Range of float inputs; default (0, 1). uint8 inputs are always 0..255
-             arg:str='image'         # Argument name used in error messages
-            )->torch.Tensor:         # float32 (3, H, W) in [0, 1], on the CPU unless `image` was a tensor elsewhere
+             value_range=None,       # Range of float inputs; default (0, 1). uint8 inputs are always 0..255, uint16 0..65535
+             arg:str='image',        # Argument name used in error messages
+             channels:int=3          # Channels of the result: 3 (RGB), 1 (gray: RGB is converted to luma) or another count
+            )->torch.Tensor:         # float32 (channels, H, W) in [0, 1], on the CPU unless `image` was a tensor elsewhere
     "Convert any supported image to a float32 `(3, H, W)` tensor in [0, 1], with clear errors for anything else."
     if isinstance(image, (str, Path)):
         p = Path(image)
         if not p.is_file(): raise FileNotFoundError(f"`{arg}`: no image file at {p}")
         try:
-            with Image.open(p) as im: image = im.convert('RGB')
+            with Image.open(p) as im: im.load(); image = im.copy()
         except Exception as e: raise ValueError(f"`{arg}`: could not decode image file {p}: {e}") from e
-    if isinstance(image, Image.Image):
-        image = np.array(image if image.mode in ('RGB', 'L', 'RGBA') else image.convert('RGB'))
-    if isinstance(image, np.ndarray): return _fix_channels(_array_to_tensor(image, value_range, arg), arg)
-    if isinstance(image, torch.Tensor): return _fix_channels(_tensor_to_tensor(image, value_range, arg), arg)
+    if isinstance(image, Image.Image): image = _pil_to_array(image, arg)
+    if isinstance(image, np.ndarray): return _fix_channels(_array_to_tensor(image, value_range, arg, channels), arg, channels)
+    if isinstance(image, torch.Tensor): return _fix_channels(_tensor_to_tensor(image, value_range, arg, channels), arg, channels)
     raise TypeError(f"`{arg}` must be a path, PIL image, numpy array or torch tensor, got {type(image).__name__}")
 
-# %% ../nbs/00_core.ipynb #bed2c5ad
-_NOT_PHOTOS = ('download_all', 'lbp_frontal_face_cascade_filename')
+# %% ../nbs/00_core.ipynb #57947467
+_PHOTOS = ('astronaut', 'brick', 'camera', 'cat', 'chelsea', 'checkerboard', 'clock', 'coffee', 'coins', 'colorwheel', 'grass',
+           'gravel', 'hubble_deep_field', 'immunohistochemistry', 'logo', 'microaneurysms', 'moon', 'page', 'retina', 'rocket', 'text')
 
-def sample_image(name:str # A scikit-image sample name, 'grace_hopper', or an image path
+def sample_image(name:str # A scikit-image sample photo (see `_PHOTOS`), 'grace_hopper', or an image path
                 )->np.ndarray: # uint8 (H, W, 3)
     "A real photo that ships with an installed package (or any image file), as an RGB uint8 array."
+    if not isinstance(name, (str, Path)): raise TypeError(f"`name` must be a sample name or a path, got {type(name).__name__}")
+    name = str(name)
     if name == 'grace_hopper':
         import matplotlib.cbook as cbook
         with cbook.get_sample_data('grace_hopper.jpg') as f: return np.array(Image.open(f).convert('RGB'))
     if Path(name).suffix and Path(name).is_file(): return np.array(Image.open(name).convert('RGB'))
-    from skimage import data as skdata
-    fn = getattr(skdata, name, None)
-    if fn is None or not callable(fn) or name.startswith('_') or name in _NOT_PHOTOS:
+    if name not in _PHOTOS:                                 # an allow-list: only photo loaders, never another callable
         raise ValueError(f"`name` {name!r} is neither an image file nor a sample photo "
-                         "('grace_hopper', 'chelsea', 'coffee', 'astronaut', ...)")
-    img = fn()
+                         f"('grace_hopper', {', '.join(repr(p) for p in _PHOTOS[:6])}, ...)")
+    from skimage import data as skdata
+    img = getattr(skdata, name)()
     if img.ndim == 2: img = np.repeat(img[..., None], 3, -1)
     return np.ascontiguousarray(img[..., :3])
 
@@ -284,7 +311,7 @@ def eval_targets(targets:Sequence[Target], logits:torch.Tensor)->torch.Tensor:
 @dataclass(repr=False)
 class Explanation:
     "The result of an explainer: maps `(T, H, W)` for `T` targets, with provenance and cost."
-    maps: torch.Tensor                       # (T, H, W) attribution maps at the model's input resolution
+    maps: torch.Tensor                       # (T, h, w) attribution maps, usually at the model's input resolution
     targets: list                            # The T explained targets
     method: str                              # Registry name of the method
     params: dict = field(default_factory=dict) # Hyperparameters used
@@ -302,8 +329,9 @@ class Explanation:
         self.targets = list(self.targets)
         if len(self.targets) != self.maps.shape[0]:
             raise ValueError(f"`targets` has {len(self.targets)} entries but `maps` has {self.maps.shape[0]} maps")
-        if self.image is not None and tuple(self.image.shape[-2:]) != tuple(self.maps.shape[-2:]):
-            raise ValueError(f"`image` is {tuple(self.image.shape[-2:])} but `maps` are {tuple(self.maps.shape[-2:])}")
+        if self.image is not None and (not isinstance(self.image, torch.Tensor) or self.image.ndim != 3):
+            got = tuple(self.image.shape) if isinstance(self.image, torch.Tensor) else type(self.image).__name__
+            raise ValueError(f"`image` must be a tensor (C, H, W), got {got}")
 
     @property
     def labels(self)->list[str]:
@@ -341,27 +369,31 @@ def show(self:Explanation,
     if axes is None: _, axes = plt.subplots(1, T, figsize=(figsize_per * T, figsize_per), squeeze=False); axes = axes[0]
     axes = np.atleast_1d(axes)
     if len(axes) < T: raise ValueError(f"`axes` has {len(axes)} axes for {T} maps")
-    maps = normalize_map(self.maps).cpu().numpy()
-    img = None if self.image is None else self.image.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+    maps = normalize_map(self.maps.detach().float().cpu())
+    img = None if self.image is None else self.image.detach().float().cpu().clamp(0, 1)
+    if img is not None and tuple(maps.shape[-2:]) != tuple(img.shape[-2:]):          # a coarse map: resized for display only
+        maps = torch.nn.functional.interpolate(maps[None], size=tuple(img.shape[-2:]), mode='bilinear', align_corners=False)[0]
+    maps = maps.numpy()
+    if img is not None: img = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
     for ax, m, lab in zip(axes, maps, self.labels):
-        if img is not None: ax.imshow(img); ax.imshow(m, cmap=cmap, alpha=alpha)
+        if img is not None: ax.imshow(img, cmap='gray' if img.ndim == 2 else None); ax.imshow(m, cmap=cmap, alpha=alpha)
         else: ax.imshow(m, cmap=cmap)
         if titles: ax.set_title(f"{self.method}: {lab}", fontsize=9)
         ax.axis('off')
     return axes
 
-# %% ../nbs/00_core.ipynb #b358f429
-def assets_dir(required:bool=True # Raise if not found (else return None)
+# %% ../nbs/00_core.ipynb #45839d83
+def assets_dir(required:bool=True, # Raise if not found (else return None)
+               path=None           # An explicit folder (wins over `$XAIKIT_ASSETS`)
               )->Path|None:
-    "The folder of real evaluation assets: `$XAIKIT_ASSETS`, else `shared/assets` beside an ancestor of the current folder."
-    env = os.environ.get('XAIKIT_ASSETS')
-    if env:
-        p = Path(env).expanduser()
+    "The folder of real evaluation assets: `path`, else `$XAIKIT_ASSETS` (never a folder guessed from the current directory)."
+    src = 'path' if path is not None else 'XAIKIT_ASSETS'
+    val = path if path is not None else os.environ.get('XAIKIT_ASSETS')
+    if val:
+        p = Path(val).expanduser()
         if p.is_dir(): return p
-        if required: raise FileNotFoundError(f"XAIKIT_ASSETS points to {p}, which is not a folder")
+        if required: raise FileNotFoundError(f"{src} points to {p}, which is not a folder")
         return None
-    for d in [Path.cwd(), *Path.cwd().parents]:
-        if (d/'shared'/'assets').is_dir(): return d/'shared'/'assets'
     if required: raise FileNotFoundError("No assets folder: set XAIKIT_ASSETS to the folder holding imagenet/, coco/, models/ ...")
     return None
 

@@ -6,7 +6,8 @@ Docs: https://xaikit.github.io/xaikit/models.html.md"""
 
 # %% ../nbs/01_models.ipynb #47c8604d
 from __future__ import annotations
-import difflib, json
+import difflib, json, warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +51,7 @@ class ModelAdapter(nn.Module):
                  class_names:Sequence[str]|None=None, # Class names; default read from the model where possible
                  name:str|None=None,           # A display name
                  interpolation:str='bilinear'  # Resize interpolation: 'bilinear' or 'bicubic'
+                 # (one-logit models: `class_names` may name the positive class alone; see `forward`)
                 ):
         super().__init__()
         if not isinstance(model, nn.Module): raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -72,13 +74,17 @@ class ModelAdapter(nn.Module):
         if mean is None: mean = cfg.get('mean', (0.5,) * 3 if self.family == 'hf' else IMAGENET_MEAN)
         if std is None: std = cfg.get('std', (0.5,) * 3 if self.family == 'hf' else IMAGENET_STD)
         for n, v in (('mean', mean), ('std', std)):
-            if len(v) != 3: raise ValueError(f"`{n}` must have 3 values (RGB), got {v!r}")
+            if not isinstance(v, (tuple, list, np.ndarray, torch.Tensor)) or len(v) < 1:
+                raise ValueError(f"`{n}` must be one value per input channel (3 for RGB, 1 for grayscale), got {v!r}")
+        if len(std) != len(mean): raise ValueError(f"`std` has {len(std)} values but `mean` has {len(mean)} (one per channel)")
         if any(s <= 0 for s in std): raise ValueError(f"`std` must be positive, got {std!r}")
-        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.channels = C = len(mean)                 # input channels: 3 (RGB), 1 (grayscale: images are converted to luma), ...
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, C, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, C, 1, 1), persistent=False)
+        if class_names is not None and len(class_names) == 1: class_names = [f'not {class_names[0]}', class_names[0]]
         self.class_names = list(class_names) if class_names is not None else self._read_class_names()
         self._n_classes = None
-        self.eval()
+        self.training = model.training               # the caller's mode is left alone; explainers run in `evaluating()`
 
     def _read_class_names(self):
         cfg = getattr(self.model, 'config', None)
@@ -156,8 +162,8 @@ def to_input(self:ModelAdapter,
              image,               # Anything `to_image` takes
              value_range=None     # Range of float inputs (default (0, 1))
             )->torch.Tensor:
-    "`image` resized and cropped to the model input: float `(3, H, W)` in [0, 1], not normalised (kept as is at that size)."
-    x = to_image(image, value_range=value_range)
+    "`image` resized and cropped to the model input: float `(C, H, W)` in [0, 1], not normalised (kept as is at that size)."
+    x = to_image(image, value_range=value_range, channels=self.channels)
     if tuple(x.shape[-2:]) == self.input_size: return x.contiguous()
     nh, nw, top, left = self.resize_geometry(*x.shape[-2:])
     if (nh, nw) != tuple(x.shape[-2:]):
@@ -169,7 +175,7 @@ def to_input(self:ModelAdapter,
 # %% ../nbs/01_models.ipynb #81956fa4
 @patch
 def normalize(self:ModelAdapter, x:torch.Tensor)->torch.Tensor:
-    "Normalise images `(B, 3, H, W)` in [0, 1] with the model's mean/std, on the model's device and dtype."
+    "Normalise images `(B, C, H, W)` in [0, 1] with the model's mean/std, on the model's device and dtype."
     x = x.to(self.device)
     return ((x.float() - self.mean) / self.std).to(self.dtype)
 
@@ -184,28 +190,54 @@ def preprocess(self:ModelAdapter,
                image,               # Anything `to_image` takes
                value_range=None     # Range of float inputs (default (0, 1))
               )->torch.Tensor:
-    "Model-ready batch `(1, 3, H, W)`: resized, cropped, normalised, on the model's device and dtype."
+    "Model-ready batch `(1, C, H, W)`: resized, cropped, normalised, on the model's device and dtype."
     return self.normalize(self.to_input(image, value_range)[None])
 
-# %% ../nbs/01_models.ipynb #f9b1dbd2
+# %% ../nbs/01_models.ipynb #847b73ad
 @patch
-def forward(self:ModelAdapter, x:torch.Tensor)->torch.Tensor:
-    "Logits `(B, C)` for a normalised batch `x` `(B, 3, H, W)`."
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"`x` must be a normalised batch (B, 3, H, W); got {got}. Use `adapter.preprocess(image)` for a single image")
-    out = self.model(pixel_values=x) if self.family == 'hf' else self.model(x)
-    if hasattr(out, 'logits'): out = out.logits
-    elif isinstance(out, (tuple, list)): out = out[0]
+@contextmanager
+def evaluating(self:ModelAdapter):
+    "Context manager: the model in eval mode inside; every module's `training` flag restored on exit, also on errors."
+    flags = [(m, m.training) for m in self.modules()]
+    try:
+        self.eval(); yield self
+    finally:
+        for m, t in flags: m.training = t
+
+# %% ../nbs/01_models.ipynb #7fb34086
+def _logits(out, B:int, name:str)->torch.Tensor:
+    "Plain logits `(B, C)` from whatever a model returns, or an error naming what it returned."
+    if hasattr(out, 'logits'): out = out.logits                     # Hugging Face output objects
+    elif isinstance(out, Mapping):
+        ts = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+        if 'logits' in ts: out = ts['logits']
+        elif len(ts) == 1: out = next(iter(ts.values()))
+        else: raise TypeError(f"`model` {name} returned a dict with keys {list(out)}; return the logits under 'logits'")
+    elif isinstance(out, (tuple, list)) and out: out = out[0]
+    if not isinstance(out, torch.Tensor): raise TypeError(f"`model` {name} must return logits (B, C), got {type(out).__name__}")
+    if out.ndim > 2 and all(s == 1 for s in out.shape[2:]): out = out.flatten(1)   # (B, C, 1, 1) from a conv head
+    if out.ndim != 2:                                # (the batch may differ from B: ViT token dropping widens it)
+        raise ValueError(f"`model` {name} must return logits (B, C) for a batch of {B}, got shape {tuple(out.shape)}")
+    if out.shape[1] == 1: out = torch.cat([torch.zeros_like(out), out], 1)           # one logit z -> [0, z]: p(1) = sigmoid(z)
     return out
 
-# %% ../nbs/01_models.ipynb #0ce3f960
+@patch
+def forward(self:ModelAdapter, x:torch.Tensor)->torch.Tensor:
+    "Logits `(B, C)` for a normalised batch `x` `(B, channels, H, W)` (a one-logit model gets two: `[0, z]`)."
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.channels:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"`x` must be a normalised batch (B, {self.channels}, H, W); got {got}. "
+                         "Use `adapter.preprocess(image)` for a single image")
+    out = self.model(pixel_values=x) if self.family == 'hf' else self.model(x)
+    return _logits(out, x.shape[0], self.name)
+
+# %% ../nbs/01_models.ipynb #7299ae8d
 @patch(as_prop=True)
 def n_classes(self:ModelAdapter)->int:
     "Number of output classes (from one probe forward, cached)."
     if self._n_classes is None:
-        with torch.inference_mode():
-            self._n_classes = self(torch.zeros(1, 3, *self.input_size, device=self.device, dtype=self.dtype)).shape[-1]
+        with torch.inference_mode(), self.evaluating():
+            self._n_classes = self(torch.zeros(1, self.channels, *self.input_size, device=self.device, dtype=self.dtype)).shape[-1]
     return self._n_classes
 
 # %% ../nbs/01_models.ipynb #93a52530
@@ -215,7 +247,7 @@ def predict(self:ModelAdapter,
             k:int=5    # How many classes
            )->list[tuple[int, str, float]]:
     "Top-`k` `(class, name, probability)` for one image."
-    with torch.inference_mode(): p = self(self.preprocess(image)).float().softmax(-1)[0]
+    with torch.inference_mode(), self.evaluating(): p = self(self.preprocess(image)).float().softmax(-1)[0]
     v, i = p.topk(min(k, p.numel()))
     names = self.class_names or [str(c) for c in range(p.numel())]
     return [(c, names[c], float(pv)) for c, pv in zip(i.tolist(), v.tolist())]
@@ -270,19 +302,30 @@ def grid_to_tokens(self:ModelAdapter, maps:torch.Tensor, prefix:torch.Tensor|Non
     t = maps.flatten(2).transpose(1, 2)
     return t if prefix is None else torch.cat([prefix, t], 1)
 
-# %% ../nbs/01_models.ipynb #81981ac8
+# %% ../nbs/01_models.ipynb #785d6e2d
 class _Recorder:
-    def __init__(self): self.outputs = {}
-    def __getitem__(self, k): return self.outputs[k]
+    def __init__(self, model_name='the model'): self.outputs, self.model_name, self.forwards, self.calls = {}, model_name, 0, {}
+    def __getitem__(self, k):
+        if k not in self.outputs:
+            raise ValueError(f"`layer` {k!r} did not run in the forward pass of {self.model_name} (it is not on the path from "
+                             "the input to the logits, e.g. an auxiliary head used only in training): choose another layer")
+        return self.outputs[k]
     def __contains__(self, k): return k in self.outputs
 
 @contextmanager
-def _recording(mods:dict):
-    rec, handles = _Recorder(), []
+def _recording(mods:dict, model:nn.Module|None=None, model_name:str='the model'):
+    rec, handles = _Recorder(model_name), []
+    def start(mod, inp): rec.forwards += 1                      # one forward of the whole model begins
     def make(n):
-        def hook(mod, inp, out): rec.outputs[n] = out[0] if isinstance(out, (tuple, list)) else out
+        def hook(mod, inp, out):
+            key = (rec.forwards, n); rec.calls[key] = rec.calls.get(key, 0) + 1
+            if rec.forwards and rec.calls[key] == 2:
+                warnings.warn(f"`layer` {n!r} runs more than once per forward of {model_name}; its last call is recorded "
+                              "(a shared module: choose a layer that runs once)", stacklevel=2)
+            rec.outputs[n] = out[0] if isinstance(out, (tuple, list)) else out
         return hook
     try:
+        if model is not None: handles.append(model.register_forward_pre_hook(start))
         for n, m in mods.items(): handles.append(m.register_forward_hook(make(n)))
         yield rec
     finally:
@@ -295,7 +338,7 @@ def record(self:ModelAdapter,
     "Context manager: `with adapter.record(['layer4']) as rec: adapter(x)`; then `rec['layer4']` is that layer's output."
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names: raise ValueError("`layers` is empty")
-    return _recording({n: self.layer(n) for n in names})
+    return _recording({n: self.layer(n) for n in names}, self.model, self.name)
 
 # %% ../nbs/01_models.ipynb #8b97ca44
 def wrap(model:nn.Module, **kwargs)->ModelAdapter:
@@ -322,7 +365,8 @@ def default_cam_layer(self:ModelAdapter)->str:
     try:
         for n, m in self.model.named_modules():
             if n: handles.append(m.register_forward_hook(hook(n)))
-        with torch.inference_mode(): self(torch.zeros(1, 3, *self.input_size, device=self.device, dtype=self.dtype))
+        with torch.inference_mode(), self.evaluating():
+            self(torch.zeros(1, self.channels, *self.input_size, device=self.device, dtype=self.dtype))
     finally:
         for h in handles: h.remove()
     if not order: raise ValueError(f"{self.name} has no layer with a spatial output; pass `layer`")
@@ -380,7 +424,7 @@ def accuracy(model:ModelAdapter,        # The classifier
     "Top-`k` accuracy of `model` on `images` with integer `labels`."
     if len(images) != len(labels): raise ValueError(f"`images` ({len(images)}) and `labels` ({len(labels)}) differ in length")
     hits = []
-    with torch.inference_mode():
+    with torch.inference_mode(), model.evaluating():
         for i in range(0, len(images), batch_size):
             x = model.normalize(torch.stack([model.to_input(im) for im in images[i:i + batch_size]]))
             top = model(x).topk(k, -1).indices.cpu()

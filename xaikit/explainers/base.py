@@ -91,11 +91,12 @@ class Explainer:
         x01 = m.to_input(image, value_range)
         x = m.normalize(x01[None])
         logits = None
-        if self.needs_logits:
-            with torch.inference_mode(): logits = m(x)
-            targets = self.resolve_targets(targets, logits)
-        self._n_scored = 0
-        r = self._explain(x01, x, logits, targets)
+        with m.evaluating():               # eval mode inside; the caller's train/eval flags come back on exit (also on errors)
+            if self.needs_logits:
+                with torch.inference_mode(): logits = m(x)
+                targets = self.resolve_targets(targets, logits)
+            self._n_scored = 0
+            r = self._explain(x01, x, logits, targets)
         if not isinstance(r, Result): raise TypeError(f"{type(self).__name__}._explain must return a Result, got {type(r).__name__}")
         n = r.n_forward + self._n_scored + (logits is not None)
         if m.device.type == 'cuda': torch.cuda.synchronize()

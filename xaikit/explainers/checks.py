@@ -66,13 +66,22 @@ class _Boom(nn.Module):
 def _hooks(net:nn.Module)->int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in net.modules())
 
+def _modes(net:nn.Module)->dict: return {n: m.training for n, m in net.named_modules()}
+
 def check_untouched(cls:type):
-    "The model's weights, gradients, flags and hooks are unchanged after a call, also when its forward raises midway."
+    "Eval mode inside; weights, gradients, `requires_grad` flags, train/eval modes and hooks as they were, also after an error."
     model, img = tiny_case(cls)
+    model.train()                                                 # a caller mid-training ...
+    next(model.model.parameters()).requires_grad_(False)          # ... with a partly frozen model
     state = {k: v.clone() for k, v in model.model.state_dict().items()}   # the head's entries go with the swap below
     flags = {k: p.requires_grad for k, p in model.model.named_parameters()}
-    ex = cls(model, **cls.test_params)
-    ex.explain(img)
+    modes = _modes(model)
+    ex, seen = cls(model, **cls.test_params), []
+    h = model.model.register_forward_pre_hook(lambda mod, inp: seen.append(any(m.training for m in mod.modules())))
+    try: ex.explain(img)
+    finally: h.remove()
+    assert seen and not any(seen), f"{cls.name}: the model ran in train mode (explainers run it in eval mode)"
+    assert _modes(model) == modes, f"{cls.name}: the model's train/eval modes were not restored"
     head = [n for n, m in model.model.named_modules() if n and not any(True for _ in m.children())][-1]
     model.model.set_submodule(head, _Boom())                      # the forward now raises after the lower layers ran
     with _raises(RuntimeError, 'boom'): ex.explain(img)
@@ -80,6 +89,7 @@ def check_untouched(cls:type):
     assert not torch.overrides._is_torch_function_mode_enabled(), "a torch function mode is still active"
     assert all(torch.equal(v, state[k]) for k, v in model.model.state_dict().items()), "weights or buffers changed"
     assert all(flags[k] == p.requires_grad for k, p in model.model.named_parameters()), "requires_grad flags changed"
+    assert all(m.training for m in model.modules()), f"{cls.name}: train mode not restored after an error"
     assert all(p.grad is None for p in model.model.parameters()), "gradients left on the parameters"
 
 def check_seeded(cls:type):
