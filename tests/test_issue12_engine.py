@@ -193,10 +193,7 @@ def test_issue12_upsample_false_layer_resolution(cls):
     with torch.no_grad(): logits = m(x)
     r = ex._explain(x01, x, logits, ex.resolve_targets(None, logits))     # the method's own result: layer resolution
     assert r.maps.shape == (1, 16, 16)
-    try: e = ex.explain(x01)
-    except ValueError as err:
-        if '`image` is' in str(err): pytest.xfail("`Explanation` still rejects layer-resolution maps (core's part of issue 12)")
-        raise
+    e = ex.explain(x01)
     assert e.maps.shape == (1, 16, 16)
 
 

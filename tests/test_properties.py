@@ -4,7 +4,7 @@ result (checked against a plain reference computed here) or a `ValueError` / `Ty
 never another exception type.
 
 Runs in well under a minute on two CPU cores. With `CI` set, the 'ci' profile is loaded: derandomized, so every CI run draws
-the same examples. `xfail` marks name the issue-12 item (or the new finding) each property waits for; remove them once the fix is merged."""
+the same examples. Each property that found an issue-12 bug (or a new one) was marked xfail until its fix landed; none is marked now."""
 import os, re, tempfile
 from pathlib import Path
 
@@ -120,8 +120,6 @@ def test_to_image_does_not_modify_input(case):
     b, a = np.asarray(before), np.asarray(x)
     assert np.array_equal(b, a, equal_nan=b.dtype.kind == 'f')
 
-@pytest.mark.xfail(strict=False, reason='issue 12 item 1: empty images crash in min() (float), or are accepted '
-                                        'as (3, 0, W) images (uint8)')
 @SOME
 @given(raw_images(min_side=0))
 def test_to_image_empty_images(case):
@@ -133,7 +131,6 @@ def test_to_image_empty_images(case):
     if kind == 'error': assert res == 'error'
     if res == 'ok': check_image(got, ref)
 
-@pytest.mark.xfail(strict=False, reason="issue 12 weak item: negative-stride arrays (img[..., ::-1]) refused by torch's own error")
 @SOME
 @given(raw_images(layouts=('hwc',)), st.sampled_from(['rows', 'cols', 'channels']))
 def test_to_image_negative_strides(case, axis):
@@ -145,8 +142,6 @@ def test_to_image_negative_strides(case, axis):
     assert res == want
     if res == 'ok': assert torch.equal(got, to_image(v.copy(), value_range=vr))
 
-@pytest.mark.xfail(strict=False, reason='new finding (not in issue 12): a degenerate or malformed `value_range` ((0, 0), (0, nan), '
-                                        '3 values) gives NaN images or an error that does not name `value_range`')
 @SOME
 @given(st.sampled_from([(0, 0), (2., 2.), (1, 0), (0, float('nan')), (float('-inf'), 1), (0, 1, 2), (5,), 'ab', 3]),
        st.sampled_from(['array', 'tensor']))
@@ -185,8 +180,6 @@ def test_to_image_pil_8bit(case):
     got = _via(im, via_path, lambda x: to_image(x))
     check_image(got, np.asarray(im.convert('RGB')).transpose(2, 0, 1) / 255.)
 
-@pytest.mark.xfail(strict=False, reason='issue 12 item 2: 16-bit PNG (I;16), float TIFF (F) and 32-bit int (I) '
-                                        'images are silently corrupted by convert("RGB")')
 @SOME
 @given(pil_images(['I;16', 'F', 'I']))
 def test_to_image_pil_high_bit_depth(case):
@@ -266,8 +259,6 @@ def test_as_targets(targets, n, kind, seed, use_logits):
     assert S.shape == (3, len(got))
     for j, t in enumerate(got): torch.testing.assert_close(S[:, j].double(), brute_score(t, z), atol=1e-6, rtol=1e-6)
 
-@pytest.mark.xfail(strict=False, reason='new finding (not in issue 12): a 0-d int tensor as targets (`logits.argmax()`, alone or '
-                                        'in a list) is sent to the cluster branch and fails in list() with a TypeError naming no argument')
 @FEW
 @given(st.integers(0, 9), st.booleans(), st.booleans())
 def test_as_targets_0d_tensors(c, as_array, in_list):
@@ -404,16 +395,12 @@ def test_score_grid_coalitions(net, M, seed):
     S = score(net, img, co, targets=[0, 3])
     torch.testing.assert_close(S, loop_scores(net, net.to_input(img), co.masks(torch.arange(M)), [0, 3]), atol=1e-5, rtol=1e-4)
 
-@pytest.mark.xfail(strict=False, reason='issue 12 weak item: `batch_size=0` is silently replaced by the default; and a new '
-                                        'finding: `batch_size=True` passes the int check and crashes in Tensor.split()')
 @FEW
 @given(st.sampled_from([0, -1, 1.5, True, '2']))
 def test_score_bad_batch_size(net, bs):
     "A `batch_size` that is not a positive int: an error naming `batch_size`, never the default in its place."
     assert outcome(lambda: score(net, torch.rand(3, 6, 7), torch.ones(2, 6, 7), batch_size=bs), 'batch_size')[0] == 'error'
 
-@pytest.mark.xfail(strict=False, reason='issue 12 item 13: `score()` with an empty mask tensor crashes in SoftMasks '
-                                        'before its own "`masks` is empty" check')
 @FEW
 @given(st.sampled_from([(0, 6, 7), (0, 1, 6, 7), (0, 0, 0), (3, 0, 7), (0,)]), st.sampled_from([torch.float32, torch.bool]))
 def test_empty_masks(net, shape, dtype):
@@ -422,8 +409,6 @@ def test_empty_masks(net, shape, dtype):
     assert outcome(lambda: SoftMasks(m), 'masks')[0] == 'error'
     assert outcome(lambda: score(net, torch.rand(3, 6, 7), m), 'masks')[0] == 'error'
 
-@pytest.mark.xfail(strict=False, reason='new finding (not in issue 12): Coalitions over an empty image crash in min() (label map '
-                                        '(0, W)) or are accepted with size (0, W) (regions (N, 0, W))')
 @FEW
 @given(st.sampled_from([((2, 3), (0, 4)), ((2, 3), (4, 0)), ((2, 0), (4, 4)), ((2, 3), (3, 0, 4)), ((2, 0), (0, 4, 4))]))
 def test_empty_coalitions(shapes):

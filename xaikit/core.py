@@ -6,7 +6,7 @@ Docs: https://xaikit.github.io/xaikit/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #29930780
 from __future__ import annotations
-import os, random, time
+import math, os, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -81,7 +81,11 @@ def _check_values(x:torch.Tensor, value_range, arg):
 
 def _scale(x:torch.Tensor, value_range, arg)->torch.Tensor:
     "Float `x` in `value_range` (default (0, 1)) -> [0, 1]."
-    vr = value_range or (0., 1.); _check_values(x, vr, arg)
+    vr = (0., 1.) if value_range is None else value_range
+    ok = isinstance(vr, (tuple, list)) and len(vr) == 2 and all(isinstance(v, (int, float, np.number)) for v in vr)
+    if not ok or not all(math.isfinite(float(v)) for v in vr) or not float(vr[0]) < float(vr[1]):
+        raise ValueError(f"`value_range` must be two finite numbers (lo, hi) with lo < hi, got {value_range!r}")
+    _check_values(x, vr, arg)
     return (x - vr[0]) / (vr[1] - vr[0])
 
 _GRAY = (0.299, 0.587, 0.114)   # ITU-R 601 luma, as PIL's 'L' conversion
@@ -107,7 +111,7 @@ def _array_to_tensor(image:np.ndarray, value_range, arg, channels:int=3)->torch.
     if image.shape[-1] not in ok and image.shape[0] in ok:
         raise ValueError(f"`{arg}`: ndarray images are HWC, got shape {image.shape} (looks like CHW: use a tensor or transpose)")
     _not_empty(image.shape, arg)
-    image = np.ascontiguousarray(image)                     # negative strides (img[..., ::-1]) and views: a plain copy
+    image = np.array(image, order='C', copy=True)           # negative strides (img[..., ::-1]) and views: a plain copy
     if image.dtype == np.uint8: return torch.tensor(image).permute(2, 0, 1).float() / 255.
     if image.dtype == np.uint16: return torch.tensor(image.astype(np.float32)).permute(2, 0, 1) / 65535.
     if np.issubdtype(image.dtype, np.floating):
@@ -293,6 +297,7 @@ def as_targets(targets,                  # None (top-1), int, Target, or a list 
             if logits is None: raise ValueError("`targets`: None means the top class, which needs `logits`")
             out.append(_CLASS_KINDS[kind](int(logits[0].argmax())))
         elif isinstance(t, Target): out.append(t)
+        elif isinstance(t, (torch.Tensor, np.ndarray)) and t.ndim == 0: out.append(_CLASS_KINDS[kind](_class_index(t.item())))
         elif isinstance(t, (list, tuple, set, torch.Tensor, np.ndarray)): out.append(_CLUSTER_KINDS[kind](list(t)))
         else: out.append(_CLASS_KINDS[kind](_class_index(t)))
     if n_classes is not None:

@@ -149,9 +149,9 @@ def resize_geometry(self:ModelAdapter,
                     h:int, # Height of the original image
                     w:int  # Width of the original image
                    )->tuple[int, int, int, int]:
-    "For an original image of `h x w`: (resized h, resized w, crop top, crop left)."
+    "For an original image of `h x w`: (resized h, resized w, crop top, crop left); an image at the input size is kept as is."
     H, W = self.input_size
-    if self.resize is None: return H, W, 0, 0
+    if self.resize is None or (h, w) == (H, W): return H, W, 0, 0
     s = self.resize / min(h, w)
     nh, nw = max(H, round(h * s)), max(W, round(w * s))
     return nh, nw, int(round((nh - H) / 2.0)), int(round((nw - W) / 2.0))

@@ -56,6 +56,9 @@ class Coalitions(MaskSource):
             if ((Z != 0) & (Z != 1)).any(): raise ValueError("`Z` must be boolean or 0/1 (coalitions are binary)")
             Z = Z.bool()
         players = torch.as_tensor(players)
+        if Z.shape[1] == 0: raise ValueError("`Z` has no players: a coalition needs at least one player")
+        if players.ndim in (2, 3) and 0 in players.shape[-2:]:
+            raise ValueError(f"`players` covers an empty image: shape {tuple(players.shape)}")
         if players.ndim == 2:
             if players.is_floating_point() or players.dtype == torch.bool: raise TypeError("`players` label map must be an integer tensor")
             if players.min() < 0 or players.max() >= Z.shape[1]:
@@ -224,19 +227,19 @@ def make_baseline(model:ModelAdapter, x01:torch.Tensor, # The model-input image 
     if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0):
         raise ValueError(f"`sigma` must be a positive number (or None for the default), got {sigma!r}")
     if isinstance(baseline, str):
-        if baseline == 'zero': return torch.zeros(1, 3, H, W, device=m.device, dtype=m.dtype)
-        if baseline == 'black': return m.normalize(torch.zeros(1, 3, H, W))
-        if baseline == 'mean': return m.normalize(x01.mean((1, 2), keepdim=True).expand(3, H, W)[None])
+        if baseline == 'zero': return torch.zeros(1, m.channels, H, W, device=m.device, dtype=m.dtype)
+        if baseline == 'black': return m.normalize(torch.zeros(1, m.channels, H, W))
+        if baseline == 'mean': return m.normalize(x01.mean((1, 2), keepdim=True).expand(m.channels, H, W)[None])
         if baseline == 'blur':
             s = sigma if sigma is not None else H / 20; k = 2 * math.ceil(3 * s) + 1
             return m.normalize(TF.gaussian_blur(x01[None], [k, k], [s, s]))
         if baseline == 'noise':
             g = make_generator(seed)
-            return (torch.randn(1, 3, H, W, generator=g) * (sigma if sigma is not None else 1.0)).to(m.device, m.dtype)
+            return (torch.randn(1, m.channels, H, W, generator=g) * (sigma if sigma is not None else 1.0)).to(m.device, m.dtype)
         raise ValueError(f"`baseline` must be 'zero', 'black', 'mean', 'blur', 'noise', a grey level or an image, got {baseline!r}")
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         if not 0 <= baseline <= 1: raise ValueError(f"`baseline` grey level must be in [0, 1], got {baseline}")
-        return m.normalize(torch.full((1, 3, H, W), float(baseline)))
+        return m.normalize(torch.full((1, m.channels, H, W), float(baseline)))
     b = to_image(baseline, arg='baseline')
     if tuple(b.shape[-2:]) != (H, W): b = m.to_input(b)
     return m.normalize(b[None])
@@ -348,7 +351,7 @@ def score(model,                      # A classifier (wrapped with `wrap` if it 
                       "pass `mode='pixels'` to use the baseline", stacklevel=2)
     x01 = m.to_input(image)
     x = m.normalize(x01[None])
-    with torch.inference_mode():
+    with torch.inference_mode(), m.evaluating():                  # eval mode, the caller's mode restored after
         tg, evaluate, logits0 = _targets_fn(m, x, targets, kind)
         uq = masks.unique()
         rep = torch.arange(len(masks)) if uq is None else uq[0]
