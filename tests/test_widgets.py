@@ -42,7 +42,7 @@ def click_and_wait(ex:Explorer, timeout=120):
     assert ex.wait(timeout), 'the run did not finish'
 
 def set_params(form:MethodForm, params:dict):
-    "Type `params` into the form as a user would: known parameters in their widgets, the rest in 'other parameters'"
+    "Type `params` into the form as a user would: known parameters in their widgets, the rest in the 'other' box"
     known = {k: v for k, v in params.items() if k in form.widgets}
     form.set(**known)
     form.other.value = repr({k: v for k, v in params.items() if k not in known})

@@ -455,6 +455,6 @@ def progress_bar(iterable=None, total:int|None=None, progress:bool|None=None, **
     "A tqdm bar (notebook-aware) that follows `show_progress`; `kw` go to tqdm (`desc`, `unit`, ...)."
     from tqdm.auto import tqdm
     n = total if total is not None else (len(iterable) if hasattr(iterable, '__len__') else 0)
-    bar = tqdm(iterable, total=total, disable=not show_progress(progress, n), leave=False, **kw)
-    hook = _progress_hook.get()
+    hook = _progress_hook.get()      # an app following the loop (`progress_hook`) shows the progress itself
+    bar = tqdm(iterable, total=total, disable=hook is not None or not show_progress(progress, n), leave=False, **kw)
     return bar if hook is None else _HookedBar(bar, hook, n)
