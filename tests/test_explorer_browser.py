@@ -98,7 +98,8 @@ STATE = """(() => {
   const imgs = [...document.querySelectorAll('img.widget-image')].filter(vis);
   const sel = document.querySelector('.widget-select-multiple select');
   return {images: imgs.filter(i => i.complete && i.naturalWidth > 0).map(rect), n_images: imgs.length,
-          methods: sel ? [...sel.options].map(o => o.textContent) : [], selected: sel ? [...sel.selectedOptions].map(o => o.textContent) : [],
+          methods: sel ? [...sel.options].map(o => o.textContent) : [],
+          selected: sel ? [...sel.selectedOptions].map(o => o.textContent) : [],
           selector: sel && vis(sel) ? rect(sel) : null, text: document.body.innerText};
 })()"""
 
@@ -165,5 +166,6 @@ if __name__ == '__main__':
                 shot = b.screenshot()
         finally: b.close()
     a.shot.parent.mkdir(parents=True, exist_ok=True)
-    shot.crop((0, 0, SIZE[0], min(a.height, SIZE[1]))).save(a.shot, optimize=True)
+    shot = shot.crop((0, 0, SIZE[0], min(a.height, SIZE[1])))
+    shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(a.shot, optimize=True)  # ~100 KB
     print(f"wrote {a.shot} ({shot.size})")

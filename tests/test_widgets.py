@@ -64,9 +64,12 @@ def test_every_method_runs_from_its_form(net, img, method):
     set_params(ex.form(method), cls.test_params)
     ex.target_k.value = 2
     click_and_wait(ex)
-    assert ex.errors == [] and ex.status.value == 'done: 1 of 1 methods', ex.errors
     top2 = [c for c, _, _ in net.predict(img, k=2)]
-    ref = xaikit.explain(net, img, method=method, targets=top2, **cls.test_params)
+    try: ref = xaikit.explain(net, img, method=method, targets=top2, **cls.test_params)
+    except (ValueError, TypeError) as e:     # a method that does not apply to this model (e.g. ViT-only): the same message, shown
+        assert ex.errors == [f"{method}: {e}"] and ex.results == [], ex.errors
+        return
+    assert ex.errors == [] and ex.status.value == 'done: 1 of 1 methods', ex.errors
     e = ex.results[0]
     torch.testing.assert_close(e.maps, ref.maps, rtol=1e-5, atol=1e-6)
     assert (e.targets, e.params, e.n_forward) == (ref.targets, ref.params, ref.n_forward)
