@@ -344,7 +344,7 @@ class Explorer(W.VBox):
     "Explain, compare and score a model's predictions in a notebook: images, top-k, methods, targets, maps, metrics, history."
     def __init__(self, model,                       # Any classifier (`wrap` is applied) or a `ModelAdapter`
                  images=None,                       # None (sample photos), a folder, a list, a dict, a data set loader
-                 methods=('gradcam',),              # The methods selected at the start
+                 methods=None,                      # The methods selected at the start (default: the first registered)
                  k:int=5,                           # How many top classes to show
                  background:bool=True               # Run in a background thread (False: `run` blocks until done)
                 ):
@@ -368,7 +368,8 @@ def _build(self, methods):
     self.upload.observe(self._on_upload, 'value')
     # methods
     names = list(list_explainers())
-    self.method_select = W.SelectMultiple(options=names, value=[m for m in methods if m in names], rows=min(8, len(names)),
+    methods = names[:1] if methods is None else [m for m in methods if m in names]
+    self.method_select = W.SelectMultiple(options=names, value=methods, rows=min(8, len(names)),
                                           description='methods', layout=lay('300px'), style={'description_width': '60px'})
     self.form_tabs = W.Tab(layout=lay('340px'))
     self.method_select.observe(lambda ch: self._show_forms(), 'value')
