@@ -19,7 +19,8 @@ from PIL import Image
 # %% auto #0
 __all__ = ['seed_everything', 'make_generator', 'model_device', 'model_dtype', 'as_size', 'to_image', 'sample_image', 'Target',
            'ClassLogit', 'ClassProb', 'LogOdds', 'ClusterLogit', 'ClusterProb', 'Contrast', 'as_targets',
-           'eval_targets', 'Explanation', 'normalize_map', 'assets_dir', 'Timer', 'show_progress', 'progress_bar']
+           'eval_targets', 'Explanation', 'normalize_map', 'assets_dir', 'Timer', 'show_progress', 'progress_hook',
+           'progress_bar']
 
 # %% ../nbs/00_core.ipynb #e87cfd42
 def _check_seed(seed, what:str='an int'):
@@ -421,9 +422,39 @@ def show_progress(progress:bool|None, # The user's choice: True, False, or None 
     if progress is not None: return bool(progress)
     return n_steps >= min_steps and not os.environ.get('IN_TEST') and 'PYTEST_CURRENT_TEST' not in os.environ
 
+# %% ../nbs/00_core.ipynb #b4b00519
+import contextvars
+from contextlib import contextmanager
+_progress_hook = contextvars.ContextVar('xaikit_progress_hook', default=None)
+
+@contextmanager
+def progress_hook(fn # Called as `fn(done, total)` when each `progress_bar` starts and after each of its steps; may raise to stop
+                ):
+    "Report the progress of xaikit's loops (engine batches, evaluation) to `fn`, in this thread or task."
+    token = _progress_hook.set(fn)
+    try: yield fn
+    finally: _progress_hook.reset(token)
+
+class _HookedBar:
+    "A tqdm bar that also reports its steps to a `progress_hook` function."
+    def __init__(self, bar, fn, total):
+        self.bar, self.fn, self.total, self.done = bar, fn, total, 0
+        fn(0, total)
+    def update(self, n=1):
+        self.bar.update(n); self.done += n; self.fn(self.done, self.total)
+    def __iter__(self):
+        for x in self.bar:
+            yield x
+            self.done += 1; self.fn(self.done, self.total)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.bar.close()
+    def __getattr__(self, k): return getattr(self.bar, k)
+
 # %% ../nbs/00_core.ipynb #35e9b8d5
 def progress_bar(iterable=None, total:int|None=None, progress:bool|None=None, **kw):
     "A tqdm bar (notebook-aware) that follows `show_progress`; `kw` go to tqdm (`desc`, `unit`, ...)."
     from tqdm.auto import tqdm
     n = total if total is not None else (len(iterable) if hasattr(iterable, '__len__') else 0)
-    return tqdm(iterable, total=total, disable=not show_progress(progress, n), leave=False, **kw)
+    hook = _progress_hook.get()      # an app following the loop (`progress_hook`) shows the progress itself
+    bar = tqdm(iterable, total=total, disable=hook is not None or not show_progress(progress, n), leave=False, **kw)
+    return bar if hook is None else _HookedBar(bar, hook, n)
