@@ -23,7 +23,8 @@ from .synthetic import grey_boxes, label_without, background_boxes, confusion_bl
 # %% auto #0
 __all__ = ['MEAN', 'STD', 'CNN_RECIPE', 'VIT_RECIPE', 'SynthCNN', 'build_model', 'state_sha256', 'deterministic', 'training_set',
            'train_model', 'data_dirs', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'predict_proba',
-           'evidence_test', 'confusion_matrix', 'heldout_report', 'synthetic_cnn', 'synthetic_vit']
+           'evidence_test', 'confusion_matrix', 'heldout_report', 'synthetic_cnn', 'synthetic_vit',
+           'synthetic_cnn_consistent']
 
 # %% ../nbs/42_synthetic_models.ipynb #761703a5
 MEAN, STD = (0.5,) * 3, (0.25,) * 3
@@ -310,3 +311,17 @@ def synthetic_vit(pretrained:bool=True, # Trained weights (loaded, or trained an
                  )->ModelAdapter:
     "The small Hugging Face ViT (8 x 8 patch grid) trained on the synthetic benchmark by `VIT_RECIPE`, wrapped."
     return _zoo('vit', VIT_RECIPE, pretrained, path)
+
+# %% ../nbs/42_synthetic_models.ipynb #7513fc1f
+def synthetic_cnn_consistent(path=None # A checkpoint file instead of the default search
+                            )->ModelAdapter:
+    "The synthetic CNN fine-tuned with Grad-CAM consistency (`xaikit.consistency.CONSISTENT_RECIPE`), wrapped."
+    p = Path(path) if path is not None else find_checkpoint('cnn_consistent')
+    if p is None:
+        from xaikit.consistency import CONSISTENT_RECIPE, train_synthetic   # imported here: consistency builds on this module
+        print(f"synthetic_cnn_consistent: no checkpoint in {[str(d) for d in data_dirs()]}; training it now (minutes)")
+        model, info = train_synthetic(CONSISTENT_RECIPE)
+        p = save_checkpoint(model, CONSISTENT_RECIPE, info, heldout_report(model), path=_writable_dir()/'synthetic_cnn_consistent.pt')
+    model, ck = load_checkpoint(p)
+    model.name = 'synthetic_cnn_consistent'
+    return model
