@@ -33,7 +33,7 @@ def _config(path:Path, store:Path, **kw)->Path:
 
 def _evaluate(cfg:Path, **kw):
     return subprocess.Popen([sys.executable, '-m', 'xaikit.experiments', 'evaluate', '--config', str(cfg)], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
 def _count(store:Path)->int:
@@ -88,13 +88,19 @@ def test_torchrun_two_processes(reference, tmp_path):
     store = tmp_path/'sharded.sqlite'
     cfg = _config(tmp_path/'run.json', store)
     cmd = [str(BIN/'torchrun'), '--standalone', '--nproc-per-node', '2', '-m', 'xaikit.experiments', 'evaluate', '--config', str(cfg)]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try: out, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); p.communicate()                    # torchrun and its workers: no process left behind
+        raise
+    r = subprocess.CompletedProcess(cmd, p.returncode, out, err)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'rank 0/2: 18 images, 36 rows computed' in r.stdout and 'rank 1/2: 17 images, 34 rows computed' in r.stdout
     assert [p.name for p in X.shard_files(store)] == ['sharded.rank00000-of-00002.sqlite', 'sharded.rank00001-of-00002.sqlite']
     assert X.store_rows(store) == X.store_rows(reference)
-    ranks = {r_['rank'] for r_ in sqlite3.connect(store).execute('SELECT rank FROM results').fetchall() for r_ in [dict(rank=r_[0])]}
-    assert ranks == {0, 1}
+    con = sqlite3.connect(store)
+    try: assert {r_[0] for r_ in con.execute('SELECT rank FROM results')} == {0, 1}      # rows written by both ranks
+    finally: con.close()
     # merging again (here through the command line) adds nothing
     m = subprocess.run([sys.executable, '-m', 'xaikit.experiments', 'merge', '--store', str(store)], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=300)
