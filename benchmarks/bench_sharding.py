@@ -9,7 +9,8 @@ checked to equal those of (a). Speed-up = time (a) / time (b); efficiency = spee
 
 The two runs alternate (a, b, a, b, ...) and the best time of each is kept, so that load from other programs on the
 machine hits both alike; the load average before and after is recorded. On a machine with fewer than two idle cores the
-speed-up says more about the other load than about xaikit: rerun it on an idle machine.
+speed-up says more about the other load than about xaikit (it can come out too low or, since two processes take a larger
+share of a contended CPU than one, too high): rerun it on an idle machine.
 Usage: .venv/bin/python benchmarks/bench_sharding.py [--reps 2] [--limit 35]
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time
@@ -67,7 +68,8 @@ def main():
                torch=torch.__version__, machine=platform.machine())
     busy = max(load0[0], load1[0]) > (os.cpu_count() or 1) - 2 + 0.5
     note = (f"The machine was loaded by other programs while this ran (load average {load0[0]:.1f} before, {load1[0]:.1f} after, "
-            f"on {os.cpu_count()} CPUs): two processes did not get two idle cores, so this speed-up is a lower bound; rerun on an idle "
+            f"on {os.cpu_count()} CPUs). Two processes did not get two idle cores, and among that many runnable threads two processes "
+            "also get a larger share of the CPUs than one, so this ratio is not a clean measure in either direction: rerun on an idle "
             "machine." if busy else f"Load average {load0[0]:.1f} before, {load1[0]:.1f} after, on {os.cpu_count()} CPUs.")
     md = [f"# Sharding benchmark (CPU, {os.cpu_count()} cores, torch {torch.__version__})", '',
           '| setting | 1 process x 1 thread | 2 processes x 1 thread (torchrun, gloo) | speed-up | efficiency | target |',
