@@ -9,7 +9,7 @@ export MPLBACKEND ?= Agg
 # pip prints one warning per package for the machine's extra local indexes; hide those lines only.
 PIPQ := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test test-all docs export clean-venv
+.PHONY: setup demo experiments test test-all docs export clean-venv
 
 # Setup is idempotent: it reinstalls only when requirements.txt or pyproject.toml changed since the last install.
 setup: $(STAMP)
@@ -32,6 +32,15 @@ demo: setup
 	@mkdir -p out
 	$(BIN)/papermill -k python3 nbs/experiments/quickstart.ipynb out/quickstart.ipynb -p output_dir $(CURDIR)/out --cwd nbs/experiments --progress-bar
 	@echo "Wrote out/quickstart.ipynb and out/quickstart.png"
+
+# The experiment notebooks of nbs/experiments/ (the quickstart is `make demo`), each with its default parameters (small subsets,
+# minutes on a CPU), into out/experiments/: executed notebooks, SQLite stores, tables and figures. Full runs: see README.md.
+experiments: setup
+	@mkdir -p out/experiments
+	@set -e; for nb in nbs/experiments/*.ipynb; do n=$$(basename $$nb .ipynb); [ "$$n" = quickstart ] && continue; \
+	  echo "papermill $$nb -> out/experiments/$$n.ipynb"; \
+	  $(BIN)/papermill -k python3 $$nb out/experiments/$$n.ipynb -p output_dir $(CURDIR)/out/experiments --cwd nbs/experiments; \
+	done
 
 # The tests: notebooks and module in sync, then pytest over notebooks and tests/ (XAIKIT_TEST_FLAGS="slow cuda" runs flagged cells too).
 test: setup
