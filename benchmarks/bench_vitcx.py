@@ -114,7 +114,8 @@ def main():
     dev = (torch.cuda.get_device_name(0) if a.device == 'cuda' else
            f"CPU x{torch.get_num_threads()} threads ({platform.machine()})")
     load = [round(v, 1) for v in os.getloadavg()]             # a shared machine: other jobs' load is part of the times
-    out = dict(device=dev, torch=torch.__version__, load_average=load, model=f'{a.model} (random weights)', layer=o['layer'], maps=o['maps'],
+    out = dict(device=dev, torch=torch.__version__, load_average=load, model=f'{a.model} (random weights)', layer=o['layer'],
+               maps=o['maps'],
                clusters=o['clusters'], batch_size=a.batch, original=o, xaikit=x,
                time_ratio=round(x['seconds'] / o['seconds'], 3), memory_ratio=round(x['peak_mb'] / o['peak_mb'], 3))
     tag = 'cuda' if a.device == 'cuda' else 'cpu'
