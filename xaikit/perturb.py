@@ -29,6 +29,9 @@ class MaskSource:
     def masks(self, idx:torch.Tensor, device='cpu')->torch.Tensor:
         "Keep-masks `(b, H, W)` (float32, in [0, 1]) for the mask indices `idx`."
         raise NotImplementedError
+    def baselines(self, idx:torch.Tensor, device='cpu')->torch.Tensor|None:
+        "Per-mask normalised baselines `(b, C, H, W)` for `idx` (None: `score`'s `baseline`); `unique` must then count them too."
+        return None
     def unique(self)->tuple[torch.Tensor, torch.Tensor]|None:
         "`(first, inverse)`: one representative index per distinct mask and each mask's representative; None: all distinct."
         return None
@@ -377,7 +380,8 @@ def score(model,                      # A classifier (wrapped with `wrap` if it 
             with ctx:
                 def run(c):
                     mk = masks.masks(rep[c], m.device)[:, None].to(x.dtype)
-                    xb = x * mk + bn * (1 - mk)
+                    own = masks.baselines(rep[c], m.device)       # a source with its own baseline per mask (ViT-CX's noise)
+                    xb = x * mk + (bn if own is None else own.to(x.dtype)) * (1 - mk)
                     if st['checked']: return store(c, m(xb.contiguous(memory_format=st['fmt'])))
                     try: z = m(xb.contiguous(memory_format=torch.channels_last))    # the first batch: does the model take it?
                     except torch.OutOfMemoryError: raise
