@@ -158,7 +158,7 @@ def clusters(self:LabelTree, classes, cut_level:int=0)->list[list[int]]:
         groups.setdefault(None if a is None else id(a), []).append(c)
     return list(groups.values())
 
-# %% ../nbs/20_hltm.ipynb #952f8ecf
+# %% ../nbs/20_hltm.ipynb #81b649f5
 def _check_int_arg(v, arg:str, lo:int=0)->int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"`{arg}` must be an int >= {lo}, got {v!r}")
@@ -208,7 +208,8 @@ def plot(self:LabelTree, classes, ax=None, max_labels:int=12):
         if not n.is_leaf:
             xs = [xy[id(k)][0] for k in n.children if id(k) in keep]
             xy[id(n)] = (float(np.mean(xs)), float(n.level))
-    if ax is None: _, ax = plt.subplots(figsize=(max(4, 1.9 * len(leaves)), 1.3 * self.depth + 0.35 * min(max_labels, 10) + 1))
+    rows = min(max(len(l.labels) for l in leaves), max_labels) + 1
+    if ax is None: _, ax = plt.subplots(figsize=(max(5, 2.2 * len(leaves)), 0.8 * self.depth + 0.22 * rows + 1.2))
     for n in nodes:
         x, y = xy[id(n)]
         for k in n.children:
@@ -222,14 +223,13 @@ def plot(self:LabelTree, classes, ax=None, max_labels:int=12):
                     fontweight='bold' if c in want else 'normal')
         if len(l.labels) > max_labels:
             ax.text(x, 0.72 - 0.17 * max_labels, f'+{len(l.labels) - max_labels}', ha='center', va='top', fontsize=8)
-    rows = min(max(len(l.labels) for l in leaves), max_labels) + 1
     ax.set_xlim(-0.7, len(leaves) - 0.3); ax.set_ylim(0.72 - 0.17 * rows, self.depth + 0.5)
     ax.set_yticks(range(1, self.depth + 1)); ax.set_ylabel('level')
     ax.set_xticks([]); [ax.spines[s].set_visible(False) for s in ('top', 'right', 'bottom')]
     ax.set_title(f'{self.source}: the subtree above {len(cs)} classes', fontsize=10)
     return ax.figure
 
-# %% ../nbs/20_hltm.ipynb #c9c0bad8
+# %% ../nbs/20_hltm.ipynb #6fd58a54
 def label_sets_from_probs(probs,          # Class probabilities (N, C): array or tensor, rows summing to 1
                           mass:float=0.95, # Cumulative probability the set must exceed
                           max_k:int=5      # Largest set size (the cap)
@@ -271,7 +271,7 @@ def label_sets(model,                 # A `ModelAdapter` (any classifier wrapped
             out.append(model(model.normalize(x.to(model.dtype))).float().softmax(-1).cpu())
     return label_sets_from_probs(torch.cat(out), mass, max_k)
 
-# %% ../nbs/20_hltm.ipynb #7a58d838
+# %% ../nbs/20_hltm.ipynb #32d7ed61
 def read_label_sets(path)->list[list[int]]:
     "Label sets from a JSON file: a list of lists of class indices, or an object mapping image names to such lists"
     path = Path(path)
@@ -285,7 +285,7 @@ def read_label_sets(path)->list[list[int]]:
             raise ValueError(f"{path.name}: entry {i} is {s!r}, not a list of class indices")
     return d
 
-# %% ../nbs/20_hltm.ipynb #09ee1ee4
+# %% ../nbs/20_hltm.ipynb #34e97804
 def label_matrix(label_sets,          # Label sets: lists of class indices
                  n_classes:int,       # Number of classes (indices 0 .. n_classes - 1)
                  min_size:int=2       # Sets with fewer labels are dropped (the original keeps K > 1)
@@ -309,7 +309,7 @@ def label_matrix(label_sets,          # Label sets: lists of class indices
     cols = np.concatenate([s for s, k in zip(sets, keep) if k])
     return sparse.csr_matrix((np.ones(len(cols), np.float64), (rows, cols)), shape=(int(keep.sum()), n_classes))
 
-# %% ../nbs/20_hltm.ipynb #177372ce
+# %% ../nbs/20_hltm.ipynb #e71a9eac
 def _xlogx_ratio(p, q):
     "p log(p/q) with 0 where p is 0"
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -330,7 +330,7 @@ def pairwise_mi(X)->np.ndarray:
     C = (X.T @ X).toarray()
     return _mi_from_counts(C, n[:, None], n[None, :], N)
 
-# %% ../nbs/20_hltm.ipynb #d64f95aa
+# %% ../nbs/20_hltm.ipynb #63a23089
 def _patterns(X:sparse.csc_matrix, cols)->tuple:
     "Distinct rows of the binary columns `cols` of `X`: patterns (P, n), their counts (P,), and each row's pattern index"
     cols = list(cols)
@@ -343,7 +343,7 @@ def _patterns(X:sparse.csc_matrix, cols)->tuple:
     index = np.full(1 << len(cols), -1, np.int64); index[present] = np.arange(len(present))
     return P, counts[present].astype(np.float64), index[code]
 
-# %% ../nbs/20_hltm.ipynb #ee5b1cce
+# %% ../nbs/20_hltm.ipynb #b451cd06
 _EPS = 1e-9
 
 def _log_bern(P, theta):
@@ -412,7 +412,7 @@ def bic(m:dict, N:int)->float:
     "BIC score: log-likelihood minus half the free parameters times log N"
     return m['loglik'] - m['n_params'] / 2 * np.log(N)
 
-# %% ../nbs/20_hltm.ipynb #80fcabaf
+# %% ../nbs/20_hltm.ipynb #db92b4bb
 class _Fit:
     "EM settings and the random generator shared by one learning run"
     def __init__(self, rng, n_restarts, max_steps, tol):
@@ -435,20 +435,23 @@ def _lcm_of(data, S, fit)->dict:
     P, w, _ = _patterns(data, S)
     return fit.lcm(P, w)
 
-def _one_island(data, mi, active, delta, max_island, fit)->list[int]:
+def _one_island(data, mi, active, delta, max_island, fit, gate:bool=True)->list[int]:
     "Grow one island from the most dependent pair of active variables until the UD-test fails or it reaches `max_island`"
     V, N = np.flatnonzero(active), data.shape[0]
-    if len(V) == 1: return V.tolist()
+    if len(V) == 1 or (not gate and len(V) <= 3): return V.tolist()
     sub = np.where(active[:, None] & active[None, :], mi, -np.inf); np.fill_diagonal(sub, -np.inf)
     i, j = (int(v) for v in np.unravel_index(np.argmax(sub), sub.shape))
-    if N * mi[i, j] <= np.log(N) / 2: return []                      # not even the best pair is dependent: all alone
+    if gate and N * mi[i, j] <= np.log(N) / 2: return []              # not even the best pair is dependent: all alone
     S, rest = [i, j], active.copy(); rest[[i, j]] = False
     to_s = np.where(rest, np.maximum(mi[i], mi[j]), -np.inf)         # MI(A, S) = max over S
-    m_s = _lcm_of(data, S, fit)
+    m_s = _lcm_of(data, S, fit) if gate else None
     while rest.any():
         x = int(np.argmax(to_s))
-        ok, m1, P, w = _joins(data, S, x, m_s, fit)
-        if not ok: break                                              # x is independent of the island
+        if gate:
+            ok, m1, P, w = _joins(data, S, x, m_s, fit)
+            if not ok: break                                          # x is independent of the island
+        else:
+            P, w, _ = _patterns(data, S + [x]); m1 = fit.lcm(P, w)
         if len(S) >= 3:                                               # UD-test
             wv = S[int(np.argmax(mi[x, S]))]
             m2 = fit.ltm2(P, w, [k for k, s in enumerate(S) if s != wv], [S.index(wv), len(S)])
@@ -458,15 +461,16 @@ def _one_island(data, mi, active, delta, max_island, fit)->list[int]:
         if len(S) >= max_island: break
     return S
 
-def _attach(data, mi, islands, x, max_island, fit)->bool:
-    "Attach the lone variable `x` to the island it depends on most, when that raises the BIC score"
+def _attach(data, mi, islands, x, max_island, fit, gate:bool=True)->bool:
+    "Attach the lone variable `x` to the island it depends on most (when that raises the BIC score, if `gate`)"
     cand = [k for k, s in enumerate(islands) if 1 < len(s) < max_island]
     if not cand: return False
-    S = islands[cand[int(np.argmax([mi[x, islands[c]].max() for c in cand]))]]
-    if _joins(data, S, x, _lcm_of(data, S, fit), fit)[0]: S.append(x); return True
+    best = [mi[x, islands[c]].max() for c in cand]
+    S = islands[cand[int(np.argmax(best))]]
+    if (_joins(data, S, x, _lcm_of(data, S, fit), fit)[0] if gate else max(best) > 0): S.append(x); return True
     return False
 
-def _build_level(data, delta, max_island, fit, deadline, level, progress)->tuple:
+def _build_level(data, delta, max_island, fit, deadline, level, progress, gate)->tuple:
     "Islands over the columns of `data` (constant columns stay alone): (islands, timed_out)"
     from xaikit.core import progress_bar
     m, N = data.shape[1], data.shape[0]
@@ -478,7 +482,7 @@ def _build_level(data, delta, max_island, fit, deadline, level, progress)->tuple
     try:
         while active.any():
             if deadline is not None and time.perf_counter() > deadline: timed_out = True; break
-            s = _one_island(data, mi, active, delta, max_island, fit)
+            s = _one_island(data, mi, active, delta, max_island, fit, gate)
             if not s: break                                           # the rest are independent: each stays alone
             islands.append(s); active[s] = False; bar.update(len(s))
     finally: bar.close()
@@ -486,11 +490,11 @@ def _build_level(data, delta, max_island, fit, deadline, level, progress)->tuple
     islands = [s for s in islands if len(s) > 1]
     alone = []
     for x in lone:
-        if timed_out or not (0 < n_on[x] < N) or not _attach(data, mi, islands, x, max_island, fit): alone.append([x])
+        if timed_out or not (0 < n_on[x] < N) or not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
     alone += [[int(v)] for v in np.flatnonzero(active)]
     return islands + sorted(alone), timed_out
 
-# %% ../nbs/20_hltm.ipynb #bd255323
+# %% ../nbs/20_hltm.ipynb #af2f649a
 def _latent(data, island, fit)->np.ndarray:
     "Posterior P(Z = 1 | row) of the island's latent variable (a lone variable is its own latent)"
     if len(island) == 1: return data[:, island[0]].toarray().ravel()
@@ -530,13 +534,15 @@ def learn(label_sets,                 # Label sets (lists of class indices), e.g
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     N, data, levels, why = X.shape[0], X.tocsc(), [], None
     while True:
-        islands, timed_out = _build_level(data, ud_threshold, max_island, fit, deadline, len(levels) + 1, progress)
+        islands, timed_out = _build_level(data, ud_threshold, max_island, fit, deadline, len(levels) + 1, progress,
+                                          gate=not levels)
         if timed_out and levels: why = f'level {len(levels) + 1} was not finished'; break
         if levels and len(islands) == data.shape[1]: break             # nothing merged: no higher level
         Q = np.column_stack([_latent(data, s, fit) for s in islands])
         levels.append((islands, Q))
         if timed_out: why = 'level 1 was not finished (the remaining labels are single leaves)'; break
-        if len(islands) <= max_top or len(levels) >= max_levels: break
+        live = ((Q.sum(0) > 0) & (Q.sum(0) < N)).sum()                  # nodes that can still merge
+        if live <= max_top or len(levels) >= max_levels: break
         data = sparse.csc_matrix(Q >= 0.5, dtype=np.float64)
     if why: warnings.warn(f"learn: `max_seconds`={max_seconds} reached; {why}; returning the tree of {len(levels)} level(s)")
     return _assemble(X, levels, names, max_labels)
@@ -560,7 +566,7 @@ def _assemble(X, levels, names, max_labels)->LabelTree:
         below, desc = nodes, nd
     return LabelTree(below, source='the learned tree')
 
-# %% ../nbs/20_hltm.ipynb #089f4c50
+# %% ../nbs/20_hltm.ipynb #18d4e6b5
 def adjusted_rand_index(a, b)->float:
     "Adjusted Rand index of two partitions given as label arrays of equal length (Hubert and Arabie 1985)"
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
