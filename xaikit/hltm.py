@@ -158,7 +158,7 @@ def clusters(self:LabelTree, classes, cut_level:int=0)->list[list[int]]:
         groups.setdefault(None if a is None else id(a), []).append(c)
     return list(groups.values())
 
-# %% ../nbs/20_hltm.ipynb #81b649f5
+# %% ../nbs/20_hltm.ipynb #87053ff8
 def _check_int_arg(v, arg:str, lo:int=0)->int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"`{arg}` must be an int >= {lo}, got {v!r}")
@@ -229,7 +229,7 @@ def plot(self:LabelTree, classes, ax=None, max_labels:int=12):
     ax.set_title(f'{self.source}: the subtree above {len(cs)} classes', fontsize=10)
     return ax.figure
 
-# %% ../nbs/20_hltm.ipynb #6fd58a54
+# %% ../nbs/20_hltm.ipynb #cb874e4b
 def label_sets_from_probs(probs,          # Class probabilities (N, C): array or tensor, rows summing to 1
                           mass:float=0.95, # Cumulative probability the set must exceed
                           max_k:int=5      # Largest set size (the cap)
@@ -271,7 +271,7 @@ def label_sets(model,                 # A `ModelAdapter` (any classifier wrapped
             out.append(model(model.normalize(x.to(model.dtype))).float().softmax(-1).cpu())
     return label_sets_from_probs(torch.cat(out), mass, max_k)
 
-# %% ../nbs/20_hltm.ipynb #32d7ed61
+# %% ../nbs/20_hltm.ipynb #c4eb0013
 def read_label_sets(path)->list[list[int]]:
     "Label sets from a JSON file: a list of lists of class indices, or an object mapping image names to such lists"
     path = Path(path)
@@ -285,7 +285,7 @@ def read_label_sets(path)->list[list[int]]:
             raise ValueError(f"{path.name}: entry {i} is {s!r}, not a list of class indices")
     return d
 
-# %% ../nbs/20_hltm.ipynb #34e97804
+# %% ../nbs/20_hltm.ipynb #9698fdad
 def label_matrix(label_sets,          # Label sets: lists of class indices
                  n_classes:int,       # Number of classes (indices 0 .. n_classes - 1)
                  min_size:int=2       # Sets with fewer labels are dropped (the original keeps K > 1)
@@ -309,7 +309,7 @@ def label_matrix(label_sets,          # Label sets: lists of class indices
     cols = np.concatenate([s for s, k in zip(sets, keep) if k])
     return sparse.csr_matrix((np.ones(len(cols), np.float64), (rows, cols)), shape=(int(keep.sum()), n_classes))
 
-# %% ../nbs/20_hltm.ipynb #e71a9eac
+# %% ../nbs/20_hltm.ipynb #0fa804d1
 def _xlogx_ratio(p, q):
     "p log(p/q) with 0 where p is 0"
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -330,7 +330,7 @@ def pairwise_mi(X)->np.ndarray:
     C = (X.T @ X).toarray()
     return _mi_from_counts(C, n[:, None], n[None, :], N)
 
-# %% ../nbs/20_hltm.ipynb #63a23089
+# %% ../nbs/20_hltm.ipynb #ad009f54
 def _patterns(X:sparse.csc_matrix, cols)->tuple:
     "Distinct rows of the binary columns `cols` of `X`: patterns (P, n), their counts (P,), and each row's pattern index"
     cols = list(cols)
@@ -343,7 +343,7 @@ def _patterns(X:sparse.csc_matrix, cols)->tuple:
     index = np.full(1 << len(cols), -1, np.int64); index[present] = np.arange(len(present))
     return P, counts[present].astype(np.float64), index[code]
 
-# %% ../nbs/20_hltm.ipynb #b451cd06
+# %% ../nbs/20_hltm.ipynb #d4076661
 _EPS = 1e-9
 
 def _log_bern(P, theta):
@@ -412,7 +412,7 @@ def bic(m:dict, N:int)->float:
     "BIC score: log-likelihood minus half the free parameters times log N"
     return m['loglik'] - m['n_params'] / 2 * np.log(N)
 
-# %% ../nbs/20_hltm.ipynb #db92b4bb
+# %% ../nbs/20_hltm.ipynb #59b7766d
 class _Fit:
     "EM settings and the random generator shared by one learning run"
     def __init__(self, rng, n_restarts, max_steps, tol):
@@ -494,7 +494,7 @@ def _build_level(data, delta, max_island, fit, deadline, level, progress, gate)-
     alone += [[int(v)] for v in np.flatnonzero(active)]
     return islands + sorted(alone), timed_out
 
-# %% ../nbs/20_hltm.ipynb #af2f649a
+# %% ../nbs/20_hltm.ipynb #70d4e755
 def _latent(data, island, fit)->np.ndarray:
     "Posterior P(Z = 1 | row) of the island's latent variable (a lone variable is its own latent)"
     if len(island) == 1: return data[:, island[0]].toarray().ravel()
@@ -566,7 +566,7 @@ def _assemble(X, levels, names, max_labels)->LabelTree:
         below, desc = nodes, nd
     return LabelTree(below, source='the learned tree')
 
-# %% ../nbs/20_hltm.ipynb #18d4e6b5
+# %% ../nbs/20_hltm.ipynb #bd1e4d9f
 def adjusted_rand_index(a, b)->float:
     "Adjusted Rand index of two partitions given as label arrays of equal length (Hubert and Arabie 1985)"
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
