@@ -1,4 +1,4 @@
-"""CWOX's hierarchical latent tree of label confusions: read, write, walk and cut into clusters.
+"""CWOX's hierarchical latent tree of label confusions: learned from a model's outputs (HLTA), read, written, walked and cut into clusters.
 
 Docs: https://xaikit.github.io/xaikit/hltm.html.md"""
 
@@ -6,14 +6,17 @@ Docs: https://xaikit.github.io/xaikit/hltm.html.md"""
 
 # %% ../nbs/20_hltm.ipynb #04b17006
 from __future__ import annotations
-import json, re
+import json, re, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from scipy import sparse
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TreeNode', 'LabelTree']
+__all__ = ['TreeNode', 'LabelTree', 'label_sets_from_probs', 'label_sets', 'read_label_sets', 'label_matrix', 'pairwise_mi',
+           'fit_lcm', 'lcm_posterior', 'fit_ltm2', 'bic', 'learn', 'adjusted_rand_index', 'cooccurrence_clusters']
 
 # %% ../nbs/20_hltm.ipynb #569da03b
 _re_token = re.compile(r'^c(\d+)-(\S+)$')
@@ -154,3 +157,434 @@ def clusters(self:LabelTree, classes, cut_level:int=0)->list[list[int]]:
         a = self.ancestor(c, cut_level)
         groups.setdefault(None if a is None else id(a), []).append(c)
     return list(groups.values())
+
+# %% ../nbs/20_hltm.ipynb #87053ff8
+def _check_int_arg(v, arg:str, lo:int=0)->int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"`{arg}` must be an int >= {lo}, got {v!r}")
+    return int(v)
+
+@patch
+def partition(self:LabelTree, cut_level:int=0, n_classes:int|None=None)->np.ndarray:
+    "Cluster index of each class 0 .. n_classes-1 at `cut_level` (as `clusters` groups them; -1 for classes not in the tree)"
+    n = max(self.classes) + 1 if n_classes is None else _check_int_arg(n_classes, 'n_classes', 1)
+    out, ids = np.full(n, -1, np.int64), {}
+    for c in self.classes:
+        if c < n: out[c] = ids.setdefault(id(self.ancestor(c, cut_level)), len(ids))
+    return out
+
+@patch
+def _cover(self:LabelTree, classes)->tuple:
+    "The given classes (checked) and the ids of the nodes on their paths"
+    cs = self._check_classes(classes, 'classes')
+    if not cs: raise ValueError("`classes` is empty")
+    return cs, {id(n) for c in cs for n in self.path(c)}
+
+@patch
+def render(self:LabelTree, classes)->str:
+    "Text picture of the subtree above `classes`: nodes with level and P(latent=1); leaves list their labels, `*` marks the given"
+    cs, keep = self._cover(classes)
+    want, lines = set(cs), []
+    def walk(n, d):
+        if id(n) not in keep: return
+        head = f"{'    ' * d}{n.name} (level {n.level}, P={n.percentage:.2f}"
+        if n.is_leaf: lines.append(head + '): ' + ' '.join(nm + '*' * (c in want) for c, nm, _ in n.labels))
+        else:
+            lines.append(head + f', {sum(len(m.labels) for m in n.walk() if m.is_leaf)} labels)')
+            for k in n.children: walk(k, d + 1)
+    for r in self.roots: walk(r, 0)
+    return '\n'.join(lines)
+
+@patch
+def plot(self:LabelTree, classes, ax=None, max_labels:int=12):
+    "Figure of the subtree above `classes`: latent nodes by level, leaves with their labels (the given classes in red)"
+    import matplotlib.pyplot as plt
+    cs, keep = self._cover(classes)
+    want = set(cs)
+    nodes = [n for r in self.roots for n in r.walk() if id(n) in keep]
+    leaves = [n for n in nodes if n.is_leaf]
+    xy = {id(l): (float(i), 1.0) for i, l in enumerate(leaves)}
+    for n in sorted(nodes, key=lambda n: n.level):
+        if not n.is_leaf:
+            xs = [xy[id(k)][0] for k in n.children if id(k) in keep]
+            xy[id(n)] = (float(np.mean(xs)), float(n.level))
+    rows = min(max(len(l.labels) for l in leaves), max_labels) + 1
+    if ax is None: _, ax = plt.subplots(figsize=(max(5, 2.2 * len(leaves)), 0.8 * self.depth + 0.22 * rows + 1.2))
+    for n in nodes:
+        x, y = xy[id(n)]
+        for k in n.children:
+            if id(k) in keep: ax.plot([x, xy[id(k)][0]], [y, xy[id(k)][1]], color='0.6', lw=1, zorder=1)
+        ax.text(x, y, f'{n.name}\n{n.percentage:.2f}', ha='center', va='center', fontsize=8, zorder=2,
+                bbox=dict(boxstyle='round', fc='lightsteelblue' if n.is_leaf else 'whitesmoke', ec='0.4'))
+    for l in leaves:
+        x, _ = xy[id(l)]
+        for i, (c, nm, _) in enumerate(l.labels[:max_labels]):
+            ax.text(x, 0.72 - 0.17 * i, nm, ha='center', va='top', fontsize=8, color='tab:red' if c in want else '0.2',
+                    fontweight='bold' if c in want else 'normal')
+        if len(l.labels) > max_labels:
+            ax.text(x, 0.72 - 0.17 * max_labels, f'+{len(l.labels) - max_labels}', ha='center', va='top', fontsize=8)
+    ax.set_xlim(-0.7, len(leaves) - 0.3); ax.set_ylim(0.72 - 0.17 * rows, self.depth + 0.5)
+    ax.set_yticks(range(1, self.depth + 1)); ax.set_ylabel('level')
+    ax.set_xticks([]); [ax.spines[s].set_visible(False) for s in ('top', 'right', 'bottom')]
+    ax.set_title(f'{self.source}: the subtree above {len(cs)} classes', fontsize=10)
+    return ax.figure
+
+# %% ../nbs/20_hltm.ipynb #cb874e4b
+def label_sets_from_probs(probs,          # Class probabilities (N, C): array or tensor, rows summing to 1
+                          mass:float=0.95, # Cumulative probability the set must exceed
+                          max_k:int=5      # Largest set size (the cap)
+                         )->list[list[int]]:
+    "Per row the smallest top-K set whose cumulative probability exceeds `mass` (at most `max_k`), most probable first."
+    p = np.asarray(probs.detach().cpu().float() if hasattr(probs, 'detach') else probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1: raise ValueError(f"`probs` must be a 2-d array (N, C), got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any(): raise ValueError("`probs` must be finite and non-negative")
+    if not (isinstance(mass, (int, float)) and not isinstance(mass, bool) and 0 < mass <= 1):
+        raise ValueError(f"`mass` must be a probability in (0, 1], got {mass!r}")
+    max_k = min(_check_int_arg(max_k, 'max_k', 1), p.shape[1])
+    top = np.argsort(-p, axis=1, kind='stable')[:, :max_k]
+    cum = np.cumsum(np.take_along_axis(p, top, 1), axis=1)
+    k = np.minimum((cum <= mass).sum(1) + 1, max_k)                  # first position where the sum exceeds `mass`
+    return [row[:n].tolist() for row, n in zip(top, k)]
+
+def label_sets(model,                 # A `ModelAdapter` (any classifier wrapped by `xaikit.models`)
+               images,                # A batch tensor (N, C, H, W) at the model's input size, or a sequence of images
+               mass:float=0.95,       # Cumulative probability the set must exceed
+               max_k:int=5,           # Largest set size
+               batch_size:int=64,     # Images per forward pass
+               progress:bool|None=None # Progress bar (None: automatic)
+              )->list[list[int]]:
+    "The label set of each image: its smallest top-K classes whose softmax probability sums past `mass` (at most `max_k`)."
+    import torch
+    from xaikit.core import progress_bar
+    _check_int_arg(batch_size, 'batch_size', 1)
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4: raise ValueError(f"`images` must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
+        n, get = len(images), lambda s: images[s].float() / 255 if images.dtype == torch.uint8 else images[s].float()
+    else:
+        images = list(images)
+        n, get = len(images), lambda s: torch.stack([model.to_input(im) for im in images[s]])
+    if n == 0: raise ValueError("`images` is empty")
+    out = []
+    with torch.inference_mode(), model.evaluating():
+        for i in progress_bar(range(0, n, batch_size), progress=progress, desc='label sets'):
+            x = get(slice(i, i + batch_size)).to(model.device)
+            out.append(model(model.normalize(x.to(model.dtype))).float().softmax(-1).cpu())
+    return label_sets_from_probs(torch.cat(out), mass, max_k)
+
+# %% ../nbs/20_hltm.ipynb #c4eb0013
+def read_label_sets(path)->list[list[int]]:
+    "Label sets from a JSON file: a list of lists of class indices, or an object mapping image names to such lists"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"label set file not found: {path}")
+    try: d = json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{path.name}: not valid JSON ({e})") from None
+    if isinstance(d, dict): d = list(d.values())
+    if not isinstance(d, list): raise ValueError(f"{path.name}: expected a list (or an object) of label lists, got {type(d).__name__}")
+    for i, s in enumerate(d):
+        if not isinstance(s, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in s):
+            raise ValueError(f"{path.name}: entry {i} is {s!r}, not a list of class indices")
+    return d
+
+# %% ../nbs/20_hltm.ipynb #9698fdad
+def label_matrix(label_sets,          # Label sets: lists of class indices
+                 n_classes:int,       # Number of classes (indices 0 .. n_classes - 1)
+                 min_size:int=2       # Sets with fewer labels are dropped (the original keeps K > 1)
+                )->sparse.csr_matrix:
+    "Sparse binary matrix (N, n_classes) of the label sets with at least `min_size` labels, one row per set"
+    n_classes = _check_int_arg(n_classes, 'n_classes', 1)
+    if isinstance(label_sets, (str, bytes)) or not hasattr(label_sets, '__len__'):
+        raise TypeError(f"`label_sets` must be a list of lists of class indices, got {type(label_sets).__name__}")
+    if len(label_sets) == 0: raise ValueError("`label_sets` is empty")
+    try: sets = [np.unique(np.asarray(s, dtype=np.int64).reshape(-1)) for s in label_sets]
+    except (TypeError, ValueError): raise ValueError("`label_sets` must hold lists of integer class indices") from None
+    sizes = np.array([len(s) for s in sets])
+    flat = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+    bad = (flat < 0) | (flat >= n_classes)
+    if bad.any():
+        i = int(np.searchsorted(np.cumsum(sizes), np.flatnonzero(bad)[0], side='right'))
+        raise ValueError(f"`label_sets`: set {i} holds class {int(flat[bad][0])}, outside 0 .. {n_classes - 1} (`n_classes`={n_classes})")
+    keep = sizes >= min_size
+    if not keep.any(): raise ValueError(f"`label_sets` has no set with {min_size} or more labels: nothing to learn from")
+    rows = np.repeat(np.arange(keep.sum()), sizes[keep])
+    cols = np.concatenate([s for s, k in zip(sets, keep) if k])
+    return sparse.csr_matrix((np.ones(len(cols), np.float64), (rows, cols)), shape=(int(keep.sum()), n_classes))
+
+# %% ../nbs/20_hltm.ipynb #0fa804d1
+def _xlogx_ratio(p, q):
+    "p log(p/q) with 0 where p is 0"
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / np.where(q > 0, q, 1)), 0.0)
+
+def _mi_from_counts(n11, na, nb, N):
+    "Mutual information (nats) of binary pairs from the joint count `n11` and the marginal counts (broadcast)"
+    pa, pb = na / N, nb / N
+    p11 = n11 / N; p10 = pa - p11; p01 = pb - p11; p00 = 1 - pa - pb + p11
+    mi = (_xlogx_ratio(p11, pa * pb) + _xlogx_ratio(p10, pa * (1 - pb)) + _xlogx_ratio(p01, (1 - pa) * pb)
+          + _xlogx_ratio(p00, (1 - pa) * (1 - pb)))
+    return np.maximum(mi, 0.0)
+
+def pairwise_mi(X)->np.ndarray:
+    "Empirical mutual information (nats) between every pair of columns of a binary matrix `X` (N, m), sparse or dense"
+    X = sparse.csc_matrix(X, dtype=np.float64)
+    N, n = X.shape[0], np.asarray(X.sum(0)).ravel()
+    C = (X.T @ X).toarray()
+    return _mi_from_counts(C, n[:, None], n[None, :], N)
+
+# %% ../nbs/20_hltm.ipynb #ad009f54
+def _patterns(X:sparse.csc_matrix, cols)->tuple:
+    "Distinct rows of the binary columns `cols` of `X`: patterns (P, n), their counts (P,), and each row's pattern index"
+    cols = list(cols)
+    sub = X[:, cols].tocoo()
+    code = np.zeros(X.shape[0], np.int64)
+    np.add.at(code, sub.row, np.left_shift(1, sub.col.astype(np.int64)))
+    counts = np.bincount(code, minlength=1 << len(cols))
+    present = np.flatnonzero(counts)
+    P = ((present[:, None] >> np.arange(len(cols))) & 1).astype(np.float64)
+    index = np.full(1 << len(cols), -1, np.int64); index[present] = np.arange(len(present))
+    return P, counts[present].astype(np.float64), index[code]
+
+# %% ../nbs/20_hltm.ipynb #d4076661
+_EPS = 1e-9
+
+def _log_bern(P, theta):
+    "Log-probability (R, p, S) of each pattern (p, n) under each state's Bernoulli parameters theta (R, S, n)"
+    t = np.clip(theta, _EPS, 1 - _EPS)
+    return np.einsum('pn,rsn->rps', P, np.log(t)) + np.einsum('pn,rsn->rps', 1 - P, np.log1p(-t))
+
+def _logsumexp(a, axis):
+    m = a.max(axis, keepdims=True)
+    return (m + np.log(np.exp(a - m).sum(axis, keepdims=True))).squeeze(axis)
+
+def fit_lcm(P, w, rng, n_restarts:int=16, max_steps:int=200, tol:float=0.01, burn:int=10, prior:float=1e-3)->dict:
+    "EM for a latent class model with one binary latent over binary patterns `P` (p, n) weighted by counts `w`"
+    R, n = n_restarts, P.shape[1]
+    pi = rng.uniform(0.2, 0.8, (R, 1)); pi = np.concatenate([1 - pi, pi], 1)
+    theta = rng.uniform(0.05, 0.95, (R, 2, n))
+    W, prev = w.sum(), np.full(R, -np.inf)
+    for step in range(max_steps):
+        L = np.log(pi)[:, None, :] + _log_bern(P, theta)                  # (R, p, 2)
+        lse = _logsumexp(L, 2)
+        ll = lse @ w
+        post = np.exp(L - lse[..., None]) * w[None, :, None]
+        ny = post.sum(1)                                                  # (R, 2)
+        pi = (ny + prior) / (W + 2 * prior)
+        theta = (np.einsum('rps,pn->rsn', post, P) + prior) / (ny[..., None] + 2 * prior)
+        if np.all(np.abs(ll - prev) < tol): break
+        if step == burn and len(ll) > 1:                                   # keep the best start only
+            r = int(np.argmax(ll)); pi, theta, ll = pi[r:r + 1], theta[r:r + 1], ll[r:r + 1]
+        prev = ll
+    r = int(np.argmax(ll))
+    pi, theta = pi[r], theta[r]
+    if theta[1].sum() < theta[0].sum(): pi, theta = pi[::-1].copy(), theta[::-1].copy()   # state 1 = labels on
+    return dict(pi=pi, theta=theta, loglik=float(ll[r]), n_params=1 + 2 * n)
+
+def lcm_posterior(m:dict, P)->np.ndarray:
+    "P(latent = 1 | pattern) for each row of `P` under the fitted latent class model `m`"
+    L = np.log(np.clip(m['pi'], _EPS, 1))[None, None, :] + _log_bern(P, m['theta'][None])
+    return np.exp(L[0, :, 1] - _logsumexp(L[0], 1))
+
+def fit_ltm2(P, w, a, b, rng, n_restarts:int=16, max_steps:int=200, tol:float=0.01, burn:int=10, prior:float=1e-3)->dict:
+    "EM for the two-latent tree Y1 -> Y2 with Y1 over columns `a` and Y2 over columns `b` of the patterns `P`"
+    R, Pa, Pb = n_restarts, P[:, a], P[:, b]
+    pi = rng.uniform(0.2, 0.8, (R, 1)); pi = np.concatenate([1 - pi, pi], 1)
+    tau = rng.uniform(0.2, 0.8, (R, 2, 1)); tau = np.concatenate([1 - tau, tau], 2)   # P(y2 | y1)
+    ta, tb = rng.uniform(0.05, 0.95, (R, 2, len(a))), rng.uniform(0.05, 0.95, (R, 2, len(b)))
+    W, prev = w.sum(), np.full(R, -np.inf)
+    for step in range(max_steps):
+        L = (np.log(pi)[:, None, :, None] + np.log(tau)[:, None] + _log_bern(Pa, ta)[..., None]
+             + _log_bern(Pb, tb)[:, :, None, :])                          # (R, p, 2, 2)
+        lse = _logsumexp(L.reshape(L.shape[0], len(P), 4), 2)
+        ll = lse @ w
+        post = np.exp(L - lse[..., None, None]) * w[None, :, None, None]
+        n12 = post.sum(1)                                                 # (R, 2, 2)
+        n1, n2 = n12.sum(2), n12.sum(1)
+        pi = (n1 + prior) / (W + 2 * prior)
+        tau = (n12 + prior) / (n1[..., None] + 2 * prior)
+        ta = (np.einsum('rps,pn->rsn', post.sum(3), Pa) + prior) / (n1[..., None] + 2 * prior)
+        tb = (np.einsum('rps,pn->rsn', post.sum(2), Pb) + prior) / (n2[..., None] + 2 * prior)
+        if np.all(np.abs(ll - prev) < tol): break
+        if step == burn and len(ll) > 1:
+            r = int(np.argmax(ll)); pi, tau, ta, tb, ll = pi[r:r + 1], tau[r:r + 1], ta[r:r + 1], tb[r:r + 1], ll[r:r + 1]
+        prev = ll
+    return dict(loglik=float(ll.max()), n_params=3 + 2 * (len(a) + len(b)))
+
+def bic(m:dict, N:int)->float:
+    "BIC score: log-likelihood minus half the free parameters times log N"
+    return m['loglik'] - m['n_params'] / 2 * np.log(N)
+
+# %% ../nbs/20_hltm.ipynb #59b7766d
+class _Fit:
+    "EM settings and the random generator shared by one learning run"
+    def __init__(self, rng, n_restarts, max_steps, tol):
+        self.rng, self.kw = rng, dict(n_restarts=n_restarts, max_steps=max_steps, tol=tol)
+    def lcm(self, P, w): return fit_lcm(P, w, self.rng, **self.kw)
+    def ltm2(self, P, w, a, b): return fit_ltm2(P, w, a, b, self.rng, **self.kw)
+
+def _bic_alone(data, x)->float:
+    "BIC score of a variable on its own (a Bernoulli marginal)"
+    N = data.shape[0]; p = data[:, x].sum() / N
+    return N * (p * np.log(max(p, _EPS)) + (1 - p) * np.log(max(1 - p, _EPS))) - np.log(N) / 2
+
+def _joins(data, S, x, m_s, fit)->tuple:
+    "Whether `x` depends on the island `S` (BIC of LCM(S + x) beats LCM(S) with `x` apart), and LCM(S + x) with its patterns"
+    P, w, _ = _patterns(data, S + [x])
+    m1, N = fit.lcm(P, w), data.shape[0]
+    return bic(m1, N) > bic(m_s, N) + _bic_alone(data, x), m1, P, w
+
+def _lcm_of(data, S, fit)->dict:
+    P, w, _ = _patterns(data, S)
+    return fit.lcm(P, w)
+
+def _one_island(data, mi, active, delta, max_island, fit, gate:bool=True)->list[int]:
+    "Grow one island from the most dependent pair of active variables until the UD-test fails or it reaches `max_island`"
+    V, N = np.flatnonzero(active), data.shape[0]
+    if len(V) == 1 or (not gate and len(V) <= 3): return V.tolist()
+    sub = np.where(active[:, None] & active[None, :], mi, -np.inf); np.fill_diagonal(sub, -np.inf)
+    i, j = (int(v) for v in np.unravel_index(np.argmax(sub), sub.shape))
+    if gate and N * mi[i, j] <= np.log(N) / 2: return []              # not even the best pair is dependent: all alone
+    S, rest = [i, j], active.copy(); rest[[i, j]] = False
+    to_s = np.where(rest, np.maximum(mi[i], mi[j]), -np.inf)         # MI(A, S) = max over S
+    m_s = _lcm_of(data, S, fit) if gate else None
+    while rest.any():
+        x = int(np.argmax(to_s))
+        if gate:
+            ok, m1, P, w = _joins(data, S, x, m_s, fit)
+            if not ok: break                                          # x is independent of the island
+        else:
+            P, w, _ = _patterns(data, S + [x]); m1 = fit.lcm(P, w)
+        if len(S) >= 3:                                               # UD-test
+            wv = S[int(np.argmax(mi[x, S]))]
+            m2 = fit.ltm2(P, w, [k for k, s in enumerate(S) if s != wv], [S.index(wv), len(S)])
+            if bic(m2, N) - bic(m1, N) > delta: return [s for s in S if s != wv]
+        S.append(x); m_s = m1; rest[x] = False; to_s[x] = -np.inf
+        np.maximum(to_s, np.where(rest, mi[x], -np.inf), out=to_s)
+        if len(S) >= max_island: break
+    return S
+
+def _attach(data, mi, islands, x, max_island, fit, gate:bool=True)->bool:
+    "Attach the lone variable `x` to the island it depends on most (when that raises the BIC score, if `gate`)"
+    cand = [k for k, s in enumerate(islands) if 1 < len(s) < max_island]
+    if not cand: return False
+    best = [mi[x, islands[c]].max() for c in cand]
+    S = islands[cand[int(np.argmax(best))]]
+    if (_joins(data, S, x, _lcm_of(data, S, fit), fit)[0] if gate else max(best) > 0): S.append(x); return True
+    return False
+
+def _build_level(data, delta, max_island, fit, deadline, level, progress, gate)->tuple:
+    "Islands over the columns of `data` (constant columns stay alone): (islands, timed_out)"
+    from xaikit.core import progress_bar
+    m, N = data.shape[1], data.shape[0]
+    n_on = np.asarray(data.sum(0)).ravel()
+    active = (n_on > 0) & (n_on < N)
+    mi = pairwise_mi(data)
+    islands, timed_out = [], False
+    bar = progress_bar(total=int(active.sum()), progress=progress, desc=f'level {level} islands', unit='var')
+    try:
+        while active.any():
+            if deadline is not None and time.perf_counter() > deadline: timed_out = True; break
+            s = _one_island(data, mi, active, delta, max_island, fit, gate)
+            if not s: break                                           # the rest are independent: each stays alone
+            islands.append(s); active[s] = False; bar.update(len(s))
+    finally: bar.close()
+    lone = [s[0] for s in islands if len(s) == 1] + [int(v) for v in np.flatnonzero(~((n_on > 0) & (n_on < N)))]
+    islands = [s for s in islands if len(s) > 1]
+    alone = []
+    for x in lone:
+        if timed_out or not (0 < n_on[x] < N) or not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
+    alone += [[int(v)] for v in np.flatnonzero(active)]
+    return islands + sorted(alone), timed_out
+
+# %% ../nbs/20_hltm.ipynb #70d4e755
+def _latent(data, island, fit)->np.ndarray:
+    "Posterior P(Z = 1 | row) of the island's latent variable (a lone variable is its own latent)"
+    if len(island) == 1: return data[:, island[0]].toarray().ravel()
+    P, w, idx = _patterns(data, island)
+    return lcm_posterior(fit.lcm(P, w), P)[idx]
+
+def _clean_names(names, n_classes)->list[str]:
+    if names is None: return [f'class{c}' for c in range(n_classes)]
+    if isinstance(names, dict): names = [names.get(c, f'class{c}') for c in range(n_classes)]
+    names = [str(s) for s in names]
+    if len(names) != n_classes: raise ValueError(f"`names` has {len(names)} entries, expected `n_classes`={n_classes}")
+    return ['_'.join(s.split()) or f'class{c}' for c, s in enumerate(names)]
+
+def learn(label_sets,                 # Label sets (lists of class indices), e.g. from `label_sets` or `read_label_sets`
+          n_classes:int,              # Number of classes: every class 0 .. n_classes-1 ends in exactly one leaf
+          names=None,                 # Class names (list or dict) for the text tokens; default `class{c}`
+          ud_threshold:float=3.0,     # UD-test: a second latent variable is needed when it raises BIC by more than this
+          max_island:int=10,          # Largest island (labels under one level-1 node)
+          max_top:int=15,             # Stop once a level has at most this many nodes
+          max_levels:int=8,           # Stop at this many levels in any case
+          n_restarts:int=16,          # EM restarts per model
+          em_max_steps:int=200,       # EM iterations at most
+          em_tol:float=0.01,          # EM stops when the log-likelihood gains less than this
+          max_labels:int=100,         # Labels listed in a node's text (by MI, descending)
+          seed:int=0,                 # Seed of the EM initialisations
+          max_seconds:float|None=None, # Time budget: past it, the tree built so far is returned with a warning
+          progress:bool|None=None     # Progress bars (None: automatic)
+         )->LabelTree:
+    "Learn a hierarchical latent tree (binary latents) over the labels from the label sets, as HLTA does (Chen et al. 2017)"
+    X = label_matrix(label_sets, n_classes)
+    names = _clean_names(names, X.shape[1])
+    for v, a in ((max_island, 'max_island'), (max_top, 'max_top'), (max_levels, 'max_levels'), (n_restarts, 'n_restarts'),
+                 (em_max_steps, 'em_max_steps'), (max_labels, 'max_labels')): _check_int_arg(v, a, 1)
+    if max_island < 2: raise ValueError(f"`max_island` must be >= 2, got {max_island}")
+    if max_seconds is not None and not max_seconds > 0: raise ValueError(f"`max_seconds` must be > 0 or None, got {max_seconds!r}")
+    fit = _Fit(np.random.default_rng(seed), n_restarts, em_max_steps, em_tol)
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    N, data, levels, why = X.shape[0], X.tocsc(), [], None
+    while True:
+        islands, timed_out = _build_level(data, ud_threshold, max_island, fit, deadline, len(levels) + 1, progress,
+                                          gate=not levels)
+        if timed_out and levels: why = f'level {len(levels) + 1} was not finished'; break
+        if levels and len(islands) == data.shape[1]: break             # nothing merged: no higher level
+        Q = np.column_stack([_latent(data, s, fit) for s in islands])
+        levels.append((islands, Q))
+        if timed_out: why = 'level 1 was not finished (the remaining labels are single leaves)'; break
+        live = ((Q.sum(0) > 0) & (Q.sum(0) < N)).sum()                  # nodes that can still merge
+        if live <= max_top or len(levels) >= max_levels: break
+        data = sparse.csc_matrix(Q >= 0.5, dtype=np.float64)
+    if why: warnings.warn(f"learn: `max_seconds`={max_seconds} reached; {why}; returning the tree of {len(levels)} level(s)")
+    return _assemble(X, levels, names, max_labels)
+
+def _assemble(X, levels, names, max_labels)->LabelTree:
+    "The TreeNodes of the learned levels: text by MI with the latent, `P(label=1 | latent=0)`, `percentage` = P(latent=1)"
+    N, n_on = X.shape[0], np.asarray(X.sum(0)).ravel()
+    below, desc = None, None
+    for lv, (islands, Q) in enumerate(levels, 1):
+        XtQ, a = np.asarray(X.T @ Q), Q.sum(0)
+        nodes, nd = [], []
+        for z, s in enumerate(islands):
+            cs = np.array(s if lv == 1 else [c for k in s for c in desc[k]])
+            c11 = XtQ[cs, z]
+            mi = _mi_from_counts(c11, a[z], n_on[cs], N)
+            p0 = np.clip(n_on[cs] - c11, 0, None) / max(N - a[z], _EPS)
+            order = np.argsort(-mi, kind='stable')[:max_labels]
+            labels = [(int(cs[o]), names[cs[o]], round(float(p0[o]), 2)) for o in order]
+            kids = [] if lv == 1 else [below[k] for k in s]
+            nodes.append(TreeNode(f'Z{lv}{z + 1}', lv, float(a[z] / N), labels, kids)); nd.append(cs.tolist())
+        below, desc = nodes, nd
+    return LabelTree(below, source='the learned tree')
+
+# %% ../nbs/20_hltm.ipynb #bd1e4d9f
+def adjusted_rand_index(a, b)->float:
+    "Adjusted Rand index of two partitions given as label arrays of equal length (Hubert and Arabie 1985)"
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if len(a) != len(b): raise ValueError(f"the two partitions label {len(a)} and {len(b)} items; they must label the same items")
+    _, ai = np.unique(a, return_inverse=True); _, bi = np.unique(b, return_inverse=True)
+    C = sparse.coo_matrix((np.ones(len(a)), (ai, bi))).tocsr()
+    pairs = lambda x: (x * (x - 1) / 2).sum()
+    sab, sa, sb, tot = pairs(C.data), pairs(np.asarray(C.sum(1)).ravel()), pairs(np.asarray(C.sum(0)).ravel()), len(a) * (len(a) - 1) / 2
+    expected, top = (sa * sb / tot if tot else 0.0), (sa + sb) / 2
+    return 1.0 if top == expected else float((sab - expected) / (top - expected))
+
+def cooccurrence_clusters(label_sets, n_classes:int, n_clusters:int)->np.ndarray:
+    "Baseline: average-linkage clustering of the classes on Jaccard distance of their label-set occurrences, cut at `n_clusters`"
+    from scipy.cluster.hierarchy import linkage, fcluster
+    from scipy.spatial.distance import squareform
+    X = sparse.csc_matrix(label_matrix(label_sets, n_classes))
+    n, C = np.asarray(X.sum(0)).ravel(), (X.T @ X).toarray()
+    union = n[:, None] + n[None, :] - C
+    D = 1 - np.divide(C, union, out=np.zeros_like(C), where=union > 0)
+    np.fill_diagonal(D, 0)
+    return fcluster(linkage(squareform(D, checks=False), 'average'), _check_int_arg(n_clusters, 'n_clusters', 1), 'maxclust') - 1
