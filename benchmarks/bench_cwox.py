@@ -82,7 +82,8 @@ def write_md(res, path):
          '| CAUC cwox < base | CDROP cwox > base |', '|' + '---|' * 10]
     for s in res['summary']:
         if s: L.append(f"| {s['base']} | {s['images']} | {s['images_with_class_maps']} | {s['class_maps']} | {s['cauc_cwox']:.4f} "
-                       f"| {s['cauc_base']:.4f} | {s['cdrop_cwox']:.4f} | {s['cdrop_base']:.4f} | {s['cauc_wins']:.0%} | {s['cdrop_wins']:.0%} |")
+                       f"| {s['cauc_base']:.4f} | {s['cdrop_cwox']:.4f} | {s['cdrop_base']:.4f} "
+                       f"| {s['cauc_wins']:.0%} | {s['cdrop_wins']:.0%} |")
     if res.get('tags'):
         L += ['', '| tags base | images | max on the mark: cwox | max on the mark: base |', '|---|---|---|---|']
         for t in res['tags']: L.append(f"| {t['base']} | {t['images']} | {t['on_mark_cwox']:.0%} | {t['on_mark_base']:.0%} |")
