@@ -8,7 +8,8 @@ self-Shapley's values: tested in tests/test_moxi.py) and Grad-CAM's map ranked b
 as probability and as top-1 (`rescore`, no extra forwards). Results are appended per image to the JSON file, so an
 interrupted run resumes where it stopped.
 
-Usage: XAIKIT_ASSETS=... python benchmarks/moxi_imagenet.py [--grid 7] [--out benchmarks/moxi_imagenet_cpu.json]
+Usage: XAIKIT_ASSETS=... python benchmarks/moxi_imagenet.py [--grid 7] [--out benchmarks/moxi_imagenet_cpu.json] [--reverse]
+(two workers: one plain, one with `--reverse --out benchmarks/moxi_imagenet_cpu_b.json`; the notebook merges the files)
 """
 import argparse, json, os, sys, time
 from pathlib import Path
@@ -34,12 +35,13 @@ def curves(net, x01, label, grid, order=None, saliency=None, which='both'):
     return out
 
 
-def run(out:Path, grid:int=7, patience:int=1, limit:int|None=None):
+def run(out:Path, grid:int=7, patience:int=1, limit:int|None=None, reverse:bool=False):
     "Process the assets images in order, appending one record per image to `out` (skipping those already there)."
     net = efficientnet_lite0()
     done = json.loads(out.read_text()) if out.is_file() else dict(grid=grid, patience=patience, threads=torch.get_num_threads(),
                                                                    images={})
     items = imagenet_subset()[:limit]
+    if reverse: items = items[::-1]                # a second worker takes the list from the end
     for path, label in items:
         key = path.name
         if key in done['images']: continue
@@ -72,6 +74,7 @@ if __name__ == '__main__':
     ap.add_argument('--grid', type=int, default=7)
     ap.add_argument('--patience', type=int, default=1)
     ap.add_argument('--limit', type=int, default=None)
+    ap.add_argument('--reverse', action='store_true')
     ap.add_argument('--out', default=str(Path(__file__).with_name('moxi_imagenet_cpu.json')))
     a = ap.parse_args()
-    run(Path(a.out), a.grid, a.patience, a.limit)
+    run(Path(a.out), a.grid, a.patience, a.limit, a.reverse)
