@@ -72,6 +72,7 @@ class Curves:
     n_forward: int = 0                   # Images through the model
     seconds: float = 0.0                 # Wall time
     params: dict = field(default_factory=dict)
+    logits: dict|None = None             # {'insertion': (n+1, C), 'deletion': (n+1, C)} logits of every point (to `rescore`)
     @property
     def ins_auc(self)->float|None:
         "Normalised insertion AUC (higher is better)."
@@ -80,6 +81,14 @@ class Curves:
     def del_auc(self)->float|None:
         "Normalised deletion AUC (lower is better)."
         return None if self.deletion is None else curve_auc(self.deletion, self.fractions)
+    def rescore(self, kind:str)->Curves:
+        "The same curves scored as another `kind` ('prob', 'logit', 'logodds', 'top1') from the stored logits: no forwards."
+        if kind not in _KINDS: raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}")
+        if self.logits is None: raise ValueError("these Curves hold no logits to rescore")
+        tg = _resolve_target(list(self.target.classes) if len(self.target.classes) > 1 else self.target.classes[0],
+                             None, kind, n_classes=next(iter(self.logits.values())).shape[-1])
+        cv = {w: _score_logits(tg, kind, L) for w, L in self.logits.items()}
+        return Curves(self.fractions, cv.get('insertion'), cv.get('deletion'), tg, kind, 0, 0.0, dict(self.params), self.logits)
     def __repr__(self):
         f = lambda v: 'None' if v is None else f"{v:.4f}"
         return (f"Curves({self.target}, kind={self.kind}, steps={len(self.fractions) - 1}, ins_auc={f(self.ins_auc)}, "
@@ -148,7 +157,9 @@ def insertion_deletion(model,                     # The classifier (a ModelAdapt
                        which:str='both',          # 'both', 'insertion' or 'deletion'
                        batch_size:int|None=None,  # Images per forward (engine default)
                        amp:torch.dtype|None=None, # Optional fp16/bf16 autocast
-                       progress:bool|None=None    # Progress bar (engine default)
+                       progress:bool|None=None,   # Progress bar (engine default)
+                       order=None                 # (N,) unit indices, most important first (e.g. MoXI's `extras['order'][t]`):
+                                                  # evaluated as given, not re-ranked through a map; `saliency` may be None
                       )->Curves:
     "Insertion and deletion curves of one map, every step batched through the engine; see `Curves` for the AUCs."
     t0 = time.perf_counter()
@@ -160,17 +171,26 @@ def insertion_deletion(model,                     # The classifier (a ModelAdapt
         if target is None and len(saliency) == 1: target = saliency.targets[0]
     if image is None: raise ValueError("`image` is required (or pass an Explanation that holds its image)")
     x01 = m.to_input(image)
-    sal = as_map(saliency, m.input_size, what='the model input')
+    if order is not None and saliency is None: sal = torch.zeros(m.input_size)     # the units come from `patch` (or 'drop')
+    else: sal = as_map(saliency, m.input_size, what='the model input')
     if target is not None:   # checked before any forward, against the class count when known without one (class names, a cache)
         _resolve_target(target, None, kind, m._n_classes or (len(m.class_names) if m.class_names else None))
     subs = {'insertion': insertion_substrate, 'deletion': deletion_substrate}
     drop = any(isinstance(v, str) and v == 'drop' for v in subs.values())
     labels, val, area, grid = _units(sal, patch, m, drop)
-    if val.max() == val.min():
+    if order is not None:
+        order = torch.as_tensor(order)
+        if order.dtype not in (torch.int64, torch.int32) or order.ndim != 1 or grid is None:
+            raise ValueError(f"`order` must be a 1-d integer tensor of patch indices with `patch` (or substrate 'drop') "
+                             f"setting the grid, got {tuple(order.shape)} {order.dtype} with patch={patch!r}")
+        if not torch.equal(order.sort().values.cpu(), torch.arange(len(val))):
+            raise ValueError(f"`order` must be a permutation of the {len(val)} cells of the {grid} grid (each index once)")
+        order = order.long().cpu()
+    elif val.max() == val.min():
         raise SkipSample("`saliency` is constant over its step units: it ranks none above another, so the curves would only "
                          "follow the row-major tie order")
     N = len(val)
-    order = torch.sort(val, descending=True, stable=True).indices
+    if order is None: order = torch.sort(val, descending=True, stable=True).indices
     rank = torch.empty(N, dtype=torch.long); rank[order] = torch.arange(N)
     k = _step_bounds(N, n_steps, step)
     n = len(k) - 1
@@ -202,7 +222,8 @@ def insertion_deletion(model,                     # The classifier (a ModelAdapt
     name = lambda s: s if isinstance(s, (str, int, float)) else 'image'
     params = dict(n_steps=n, patch=None if grid is None else tuple(int(v) for v in (m.patch_size if drop else as_size(patch, 'patch'))),
                   insertion_substrate=name(insertion_substrate), deletion_substrate=name(deletion_substrate))
-    return Curves(fractions, curves.get('insertion'), curves.get('deletion'), tg, kind, n_fwd, time.perf_counter() - t0, params)
+    return Curves(fractions, curves.get('insertion'), curves.get('deletion'), tg, kind, n_fwd, time.perf_counter() - t0, params,
+                  logits)
 
 # %% ../../nbs/33_faithfulness.ipynb #53f91c54
 def contrastive_faithfulness(model,                 # The classifier
