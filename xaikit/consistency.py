@@ -566,7 +566,7 @@ def localization_report(model,                 # The classifier
 # %% ../nbs/50_consistency.ipynb #170abf5c
 def _recipes():
     from xaikit.synthetic_models import CNN_RECIPE
-    return dict(CNN_RECIPE, p_occlude=0.0, n_train=5200, epochs=1, lr=1e-3, lam=2500, pool='avg', layer='conv4', init='synthetic_cnn')
+    return dict(CNN_RECIPE, p_occlude=0.0, n_train=5200, epochs=2, lr=1e-3, lam=2500, pool='avg', layer='conv4', init='synthetic_cnn')
 
 CONSISTENT_RECIPE = _recipes()
 
