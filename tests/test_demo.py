@@ -9,7 +9,7 @@ def test_quickstart_papermill(tmp_path):
     papermill = Path(sys.executable).parent / 'papermill'
     out_nb = tmp_path / 'quickstart.ipynb'
     cmd = [str(papermill), '-k', 'python3', str(ROOT / 'nbs/experiments/quickstart.ipynb'), str(out_nb),
-           '-p', 'output_dir', str(tmp_path), '-y', 'images: [chelsea]', '-y', 'methods: [gradcam]', '--cwd', str(ROOT / 'nbs/experiments')]
+           '-p', 'output_dir', str(tmp_path), '-y', 'images: [chelsea]', '-y', 'methods: [gradcam, cwox]', '--cwd', str(ROOT / 'nbs/experiments')]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     res = json.loads((tmp_path / 'quickstart.json').read_text())
     assert res['model'] == 'efficientnet_lite0' and [r['image'] for r in res['results']] == ['chelsea']

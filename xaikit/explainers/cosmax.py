@@ -78,7 +78,7 @@ class COSMAX(PerturbationExplainer):
     bad_params = [(dict(window=64), '`window`'), (dict(stride=0), '`stride`'), (dict(stride=-8), '`stride`'),
                   (dict(n_pairs=121), '`n_pairs`'), (dict(n_pairs=0), '`n_pairs`'), (dict(score='odds'), '`score`'),
                   (dict(top_k=0), '`top_k`')]
-    demo_params = dict(window=56, stride=28, top_k=1)
+    demo_params = dict(window=56, top_k=1)
     def __init__(self, model,
                  window:int|tuple=28,        # Window size (h, w) or int, in input pixels
                  stride:int|tuple|None=None, # Window stride (None: the window, i.e. non-overlapping windows)
