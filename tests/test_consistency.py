@@ -148,9 +148,8 @@ def test_resume_is_exact(tmp_path):
     with pytest.raises(ValueError, match='`checkpoint`'): train(_dropout_cnn(), _data(), checkpoint=tmp_path/'b.pt', **dict(kw, batch_size=4))
 
 
-DDP_SCRIPT = r'''
-import sys, torch, torch.distributed as dist
-from torch import nn
+DDP_HEAD = r'''
+import os, sys, torch, torch.distributed as dist
 from xaikit.consistency import Composites, train
 from xaikit.models import tiny_cnn
 out = sys.argv[1]
@@ -158,32 +157,41 @@ def data():
     g = torch.Generator().manual_seed(3)
     return Composites((torch.rand(40, 3, 16, 16, generator=g) * 255).to(torch.uint8), torch.arange(40) % 3, seed=5)
 kw = dict(lam=2.0, batch_size=8, seed=1, log=None, optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+'''
+# Two launches, one process group per process each: a process that destroys a gloo group and makes a new one on the same
+# agent store can meet the old group's rendezvous keys and hang (seen once in a CI-like run), which is not what is tested.
+DDP_OWN_GROUP = DDP_HEAD + r'''
 m = tiny_cnn(16, width=4, num_classes=3, seed=0).train()
 r = train(m, data(), 1, **kw)                                   # train() starts and ends the process group itself
-dist.init_process_group('gloo')                                # then runs inside a group the caller made
+if int(os.environ['RANK']) == 0: torch.save(dict(one=m.model.state_dict(), world=r['world'], steps=r['steps']), out)
+'''
+DDP_CALLER_GROUP = DDP_HEAD + r'''
+dist.init_process_group('gloo')                                # train() runs inside a group the caller made
 m2 = tiny_cnn(16, width=4, num_classes=3, seed=0).train()
 train(m2, data(), 2, checkpoint=out + '.ck', max_steps=3, **kw)
 m3 = tiny_cnn(16, width=4, num_classes=3, seed=7).train()
 r3 = train(m3, data(), 2, checkpoint=out + '.ck', **kw)        # resumed from step 3 to the end of epoch 2
 m4 = tiny_cnn(16, width=4, num_classes=3, seed=0).train()
 r4 = train(m4, data(), 2, **kw)                                # uninterrupted, 2 epochs
-if dist.get_rank() == 0:
-    torch.save(dict(one=m.model.state_dict(), resumed=m3.model.state_dict(), full=m4.model.state_dict(),
-                    world=r['world'], steps=(r['steps'], r3['steps'])), out)
+if dist.get_rank() == 0: torch.save(dict(resumed=m3.model.state_dict(), full=m4.model.state_dict(), steps=r3['steps']), out)
 dist.destroy_process_group()
 '''
 
 
-def test_torchrun_two_processes_equal_one(tmp_path):
-    script = tmp_path/'ddp.py'; script.write_text(DDP_SCRIPT)
+def _torchrun(tmp_path, name, script):
+    (tmp_path/f'{name}.py').write_text(script)
     torchrun = Path(sys.executable).parent/'torchrun'
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])]),
            'OMP_NUM_THREADS': '1'}
-    p = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', str(script), str(tmp_path/'out.pt')],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', str(tmp_path/f'{name}.py'), str(tmp_path/f'{name}.pt')],
+                       env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert p.returncode == 0, p.stderr[-4000:]
-    res = torch.load(tmp_path/'out.pt', weights_only=False)
-    assert res['world'] == 2 and res['steps'] == (5, 10)
+    return torch.load(tmp_path/f'{name}.pt', weights_only=False)
+
+
+def test_torchrun_two_processes_equal_one(tmp_path):
+    res = _torchrun(tmp_path, 'own', DDP_OWN_GROUP)
+    assert res['world'] == 2 and res['steps'] == 5
     kw = dict(lam=2.0, batch_size=8, seed=1, log=None, optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
     one = tiny_cnn(16, width=4, num_classes=3, seed=0).train()
     r = train(one, _data_tiny(), 1, **kw)                       # 1 process, the same global batch of 8
@@ -192,6 +200,8 @@ def test_torchrun_two_processes_equal_one(tmp_path):
         assert (a - b).abs().max() <= 1e-6, (k, (a - b).abs().max())
     assert any((a - b).abs().max() > 1e-3 for a, b in zip(tiny_cnn(16, width=4, num_classes=3).model.state_dict().values(),
                                                           res['one'].values()))              # and training moved the weights
+    res = _torchrun(tmp_path, 'caller', DDP_CALLER_GROUP)
+    assert res['steps'] == 10
     for (k, a), b in zip(res['full'].items(), res['resumed'].values()): assert torch.equal(a, b), k
 
 
