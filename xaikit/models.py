@@ -352,15 +352,14 @@ def wrap(model:nn.Module, **kwargs)->ModelAdapter:
 _VIT_NORMS = ('norm1', 'layernorm_before', 'ln_1')
 
 @patch
-def default_cam_layer(self:ModelAdapter)->str:
-    "The default CAM layer: the last block's first norm for ViTs, the last spatial feature map for CNNs."
-    if self.is_vit:
-        cand = [n for n in self.layer_names() if n.split('.')[-1] in _VIT_NORMS]
-        if cand: return cand[-1]
-    order, handles = [], []
+def spatial_modules(self:ModelAdapter)->list[tuple]:
+    "`(name, module, input hw or None, output hw)` of every module with a 4-D output, in forward order (one dummy forward)."
+    recs, handles = [], []
     def hook(name):
         def f(mod, inp, out):
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1: order.append(name)
+            if not (isinstance(out, torch.Tensor) and out.ndim == 4): return
+            x = inp[0] if isinstance(inp, tuple) and inp else None
+            recs.append((name, mod, tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) and x.ndim == 4 else None, tuple(out.shape[-2:])))
         return f
     try:
         for n, m in self.model.named_modules():
@@ -369,6 +368,15 @@ def default_cam_layer(self:ModelAdapter)->str:
             self(torch.zeros(1, self.channels, *self.input_size, device=self.device, dtype=self.dtype))
     finally:
         for h in handles: h.remove()
+    return recs
+
+@patch
+def default_cam_layer(self:ModelAdapter)->str:
+    "The default CAM layer: the last block's first norm for ViTs, the last spatial feature map for CNNs."
+    if self.is_vit:
+        cand = [n for n in self.layer_names() if n.split('.')[-1] in _VIT_NORMS]
+        if cand: return cand[-1]
+    order = [n for n, _, _, o in self.spatial_modules() if o[0] * o[1] > 1]
     if not order: raise ValueError(f"{self.name} has no layer with a spatial output; pass `layer`")
     return order[-1]
 

@@ -37,20 +37,7 @@ def cwox_layers(model)->dict[str, str]:
     from xaikit.models import wrap
     m = wrap(model)
     last = m.default_cam_layer()
-    recs, handles = [], []
-    def hook(name):
-        def f(mod, inp, out):
-            x = inp[0] if isinstance(inp, tuple) and inp else None
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and isinstance(x, torch.Tensor) and x.ndim == 4:
-                recs.append((name, mod, tuple(x.shape[-2:]), tuple(out.shape[-2:])))
-        return f
-    try:
-        for n, mod in m.model.named_modules():
-            if n: handles.append(mod.register_forward_hook(hook(n)))
-        with torch.inference_mode(), m.evaluating():
-            m(torch.zeros(1, m.channels, *m.input_size, device=m.device, dtype=m.dtype))
-    finally:
-        for h in handles: h.remove()
+    recs = [r for r in m.spatial_modules() if r[2] is not None]       # conv-like: 4-D in and out
     r_last = next(o for n, _, _, o in reversed(recs) if n == last)
     first = next((i for i, r in enumerate(recs) if r[3] == r_last), 0)
     r_prev = next((r[2] for r in recs[first:] if r[3] == r_last and r[2] != r_last), None)   # resolution entering the last stage
