@@ -173,6 +173,19 @@ def test_lcm_em_recovers_parameters_and_ud_test():
         assert (bic(fit_ltm2(P, w, [0, 1], [2, 3], g), 20000) - bic(fit_lcm(P, w, g), 20000) > 3) == two_latents
 
 
+def test_ud_test_on_sparse_real_labels():
+    "cock, hen | vulture, bald eagle on ResNet50's label sets: two groups (random EM starts alone missed the sparse optimum)"
+    X = label_matrix(read_label_sets(_cwox('labels_resnet50_val50k.json')), 1000).tocsc()
+    N, g = X.shape[0], np.random.default_rng(0)
+    P, w, _ = _patterns(X, [7, 8, 23, 22])                   # cock, hen, vulture, bald eagle
+    m1 = fit_lcm(P, w, g)
+    m2 = fit_ltm2(P, w, [0, 1], [2, 3], g, start=m1)
+    assert m2['loglik'] >= m1['loglik'] - 1e-6               # the nested start: never below the one-latent model
+    assert bic(m2, N) - bic(m1, N) > 3                       # the UD-test fails: a second latent is needed
+    P, w, _ = _patterns(X, [486, 889, 402])                  # cello, violin, acoustic guitar
+    assert fit_lcm(P, w, g)['theta'][1].min() > fit_lcm(P, w, g)['theta'][0].max()   # state 1 = labels on
+
+
 # --- learning ------------------------------------------------------------------------------------------------------------
 
 GROUPS = [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10, 11, 12, 13]]

@@ -355,20 +355,30 @@ def _logsumexp(a, axis):
     m = a.max(axis, keepdims=True)
     return (m + np.log(np.exp(a - m).sum(axis, keepdims=True))).squeeze(axis)
 
+def _on_starts(P, *cols)->np.ndarray:
+    "Data-driven starts: for each column group, P(state 1) = 0.98 where a label of the group is on, 0.02 elsewhere (G, p)"
+    return np.stack([np.where(P[:, c].sum(1) > 0, 0.98, 0.02) for c in cols])
+
+def _lcm_m(post, P, prior):
+    "M-step of the latent class model from the weighted posteriors `post` (R, p, 2)"
+    ny = post.sum(1)
+    return (ny + prior) / (ny.sum(1, keepdims=True) + 2 * prior), (np.einsum('rps,pn->rsn', post, P) + prior) / (ny[..., None] + 2 * prior)
+
 def fit_lcm(P, w, rng, n_restarts:int=16, max_steps:int=200, tol:float=0.01, burn:int=10, prior:float=1e-3)->dict:
     "EM for a latent class model with one binary latent over binary patterns `P` (p, n) weighted by counts `w`"
-    R, n = n_restarts, P.shape[1]
-    pi = rng.uniform(0.2, 0.8, (R, 1)); pi = np.concatenate([1 - pi, pi], 1)
-    theta = rng.uniform(0.05, 0.95, (R, 2, n))
-    W, prev = w.sum(), np.full(R, -np.inf)
+    n = P.shape[1]
+    q = _on_starts(P, range(n))                                          # sparse data: 'any label on' is a good start
+    pi, theta = _lcm_m(np.stack([1 - q, q], -1) * w[None, :, None], P, prior)
+    R = max(n_restarts - 1, 0)
+    pr = rng.uniform(0.2, 0.8, (R, 1))
+    pi = np.concatenate([pi, np.concatenate([1 - pr, pr], 1)])
+    theta = np.concatenate([theta, rng.uniform(0.05, 0.95, (R, 2, n))])
+    prev = np.full(len(pi), -np.inf)
     for step in range(max_steps):
         L = np.log(pi)[:, None, :] + _log_bern(P, theta)                  # (R, p, 2)
         lse = _logsumexp(L, 2)
         ll = lse @ w
-        post = np.exp(L - lse[..., None]) * w[None, :, None]
-        ny = post.sum(1)                                                  # (R, 2)
-        pi = (ny + prior) / (W + 2 * prior)
-        theta = (np.einsum('rps,pn->rsn', post, P) + prior) / (ny[..., None] + 2 * prior)
+        pi, theta = _lcm_m(np.exp(L - lse[..., None]) * w[None, :, None], P, prior)
         if np.all(np.abs(ll - prev) < tol): break
         if step == burn and len(ll) > 1:                                   # keep the best start only
             r = int(np.argmax(ll)); pi, theta, ll = pi[r:r + 1], theta[r:r + 1], ll[r:r + 1]
@@ -383,25 +393,39 @@ def lcm_posterior(m:dict, P)->np.ndarray:
     L = np.log(np.clip(m['pi'], _EPS, 1))[None, None, :] + _log_bern(P, m['theta'][None])
     return np.exp(L[0, :, 1] - _logsumexp(L[0], 1))
 
-def fit_ltm2(P, w, a, b, rng, n_restarts:int=16, max_steps:int=200, tol:float=0.01, burn:int=10, prior:float=1e-3)->dict:
+def _ltm2_m(post, Pa, Pb, prior):
+    "M-step of the two-latent tree from the weighted joint posteriors `post` (R, p, 2, 2)"
+    n12 = post.sum(1); n1, n2 = n12.sum(2), n12.sum(1)
+    return ((n1 + prior) / (n1.sum(1, keepdims=True) + 2 * prior), (n12 + prior) / (n1[..., None] + 2 * prior),
+            (np.einsum('rps,pn->rsn', post.sum(3), Pa) + prior) / (n1[..., None] + 2 * prior),
+            (np.einsum('rps,pn->rsn', post.sum(2), Pb) + prior) / (n2[..., None] + 2 * prior))
+
+def fit_ltm2(P, w, a, b, rng, n_restarts:int=16, max_steps:int=200, tol:float=0.01, burn:int=10, prior:float=1e-3,
+             start:dict|None=None)->dict:
     "EM for the two-latent tree Y1 -> Y2 with Y1 over columns `a` and Y2 over columns `b` of the patterns `P`"
-    R, Pa, Pb = n_restarts, P[:, a], P[:, b]
-    pi = rng.uniform(0.2, 0.8, (R, 1)); pi = np.concatenate([1 - pi, pi], 1)
-    tau = rng.uniform(0.2, 0.8, (R, 2, 1)); tau = np.concatenate([1 - tau, tau], 2)   # P(y2 | y1)
-    ta, tb = rng.uniform(0.05, 0.95, (R, 2, len(a))), rng.uniform(0.05, 0.95, (R, 2, len(b)))
-    W, prev = w.sum(), np.full(R, -np.inf)
+    a, b = list(a), list(b)
+    Pa, Pb = P[:, a], P[:, b]
+    # data-driven starts (each latent on where its labels are; both on where any label is) and, given the one-latent
+    # model `start` over the same columns, Y2 = Y1 = its latent: EM then cannot end below the nested LCM
+    qa, qb, qab = _on_starts(P, a, b, a + b)
+    q1, q2 = np.stack([qa, qab]), np.stack([qb, qab])
+    post = (np.stack([1 - q1, q1], -1)[..., :, None] * np.stack([1 - q2, q2], -1)[..., None, :]) * w[None, :, None, None]
+    pi, tau, ta, tb = _ltm2_m(post, Pa, Pb, prior)
+    if start is not None:
+        e = 1e-3
+        pi = np.concatenate([pi, start['pi'][None]]); tau = np.concatenate([tau, [[[1 - e, e], [e, 1 - e]]]])
+        ta = np.concatenate([ta, start['theta'][None][:, :, a]]); tb = np.concatenate([tb, start['theta'][None][:, :, b]])
+    R = max(n_restarts - len(pi), 0)
+    r1 = rng.uniform(0.2, 0.8, (R, 1)); r2 = rng.uniform(0.2, 0.8, (R, 2, 1))
+    pi = np.concatenate([pi, np.concatenate([1 - r1, r1], 1)]); tau = np.concatenate([tau, np.concatenate([1 - r2, r2], 2)])
+    ta = np.concatenate([ta, rng.uniform(0.05, 0.95, (R, 2, len(a)))]); tb = np.concatenate([tb, rng.uniform(0.05, 0.95, (R, 2, len(b)))])
+    prev = np.full(len(pi), -np.inf)
     for step in range(max_steps):
         L = (np.log(pi)[:, None, :, None] + np.log(tau)[:, None] + _log_bern(Pa, ta)[..., None]
              + _log_bern(Pb, tb)[:, :, None, :])                          # (R, p, 2, 2)
         lse = _logsumexp(L.reshape(L.shape[0], len(P), 4), 2)
         ll = lse @ w
-        post = np.exp(L - lse[..., None, None]) * w[None, :, None, None]
-        n12 = post.sum(1)                                                 # (R, 2, 2)
-        n1, n2 = n12.sum(2), n12.sum(1)
-        pi = (n1 + prior) / (W + 2 * prior)
-        tau = (n12 + prior) / (n1[..., None] + 2 * prior)
-        ta = (np.einsum('rps,pn->rsn', post.sum(3), Pa) + prior) / (n1[..., None] + 2 * prior)
-        tb = (np.einsum('rps,pn->rsn', post.sum(2), Pb) + prior) / (n2[..., None] + 2 * prior)
+        pi, tau, ta, tb = _ltm2_m(np.exp(L - lse[..., None, None]) * w[None, :, None, None], Pa, Pb, prior)
         if np.all(np.abs(ll - prev) < tol): break
         if step == burn and len(ll) > 1:
             r = int(np.argmax(ll)); pi, tau, ta, tb, ll = pi[r:r + 1], tau[r:r + 1], ta[r:r + 1], tb[r:r + 1], ll[r:r + 1]
@@ -418,7 +442,7 @@ class _Fit:
     def __init__(self, rng, n_restarts, max_steps, tol):
         self.rng, self.kw = rng, dict(n_restarts=n_restarts, max_steps=max_steps, tol=tol)
     def lcm(self, P, w): return fit_lcm(P, w, self.rng, **self.kw)
-    def ltm2(self, P, w, a, b): return fit_ltm2(P, w, a, b, self.rng, **self.kw)
+    def ltm2(self, P, w, a, b, start=None): return fit_ltm2(P, w, a, b, self.rng, start=start, **self.kw)
 
 def _bic_alone(data, x)->float:
     "BIC score of a variable on its own (a Bernoulli marginal)"
@@ -454,7 +478,7 @@ def _one_island(data, mi, active, delta, max_island, fit, gate:bool=True)->list[
             P, w, _ = _patterns(data, S + [x]); m1 = fit.lcm(P, w)
         if len(S) >= 3:                                               # UD-test
             wv = S[int(np.argmax(mi[x, S]))]
-            m2 = fit.ltm2(P, w, [k for k, s in enumerate(S) if s != wv], [S.index(wv), len(S)])
+            m2 = fit.ltm2(P, w, [k for k, s in enumerate(S) if s != wv], [S.index(wv), len(S)], m1)
             if bic(m2, N) - bic(m1, N) > delta: return [s for s in S if s != wv]
         S.append(x); m_s = m1; rest[x] = False; to_s[x] = -np.inf
         np.maximum(to_s, np.where(rest, mi[x], -np.inf), out=to_s)
@@ -486,12 +510,12 @@ def _build_level(data, delta, max_island, fit, deadline, level, progress, gate)-
             if not s: break                                           # the rest are independent: each stays alone
             islands.append(s); active[s] = False; bar.update(len(s))
     finally: bar.close()
-    lone = [s[0] for s in islands if len(s) == 1] + [int(v) for v in np.flatnonzero(~((n_on > 0) & (n_on < N)))]
+    lone = [s[0] for s in islands if len(s) == 1] + ([] if timed_out else [int(v) for v in np.flatnonzero(active)])
     islands = [s for s in islands if len(s) > 1]
-    alone = []
+    alone = [[int(v)] for v in np.flatnonzero(~((n_on > 0) & (n_on < N)))]     # constant columns
+    if timed_out: alone += [[int(v)] for v in np.flatnonzero(active)]
     for x in lone:
-        if timed_out or not (0 < n_on[x] < N) or not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
-    alone += [[int(v)] for v in np.flatnonzero(active)]
+        if not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
     return islands + sorted(alone), timed_out
 
 # %% ../nbs/20_hltm.ipynb #70d4e755
