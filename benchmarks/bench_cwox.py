@@ -50,7 +50,9 @@ def summary(rows, base)->dict:
                 images_with_class_maps=len({r['image'] for r in rs}), class_maps=len(rs),
                 cauc_cwox=f('cwox_cauc'), cauc_base=f('base_cauc'), cdrop_cwox=f('cwox_cdrop'), cdrop_base=f('base_cdrop'),
                 cauc_wins=float(np.mean([r['cwox_cauc'] < r['base_cauc'] for r in rs])),
-                cdrop_wins=float(np.mean([r['cwox_cdrop'] > r['base_cdrop'] for r in rs])))
+                cdrop_wins=float(np.mean([r['cwox_cdrop'] > r['base_cdrop'] for r in rs])),
+                cdrop_diff_median=float(np.median([r['cwox_cdrop'] - r['base_cdrop'] for r in rs])),
+                n_delta_cwox=float(np.median([r['cwox_n_delta'] for r in rs])), n_delta_base=float(np.median([r['base_n_delta'] for r in rs])))
 
 
 def tags(n, base, margin, params)->dict:
@@ -79,11 +81,12 @@ def tags(n, base, margin, params)->dict:
 def write_md(res, path):
     L = [f"# CWOX-2s evaluation ({res['device']}, {res['machine']})", '', res['note'], '',
          '| base | qualifying images | images with class maps | class maps | CAUC cwox | CAUC base | CDROP cwox | CDROP base '
-         '| CAUC cwox < base | CDROP cwox > base |', '|' + '---|' * 10]
+         '| CAUC cwox < base | CDROP cwox > base | median CDROP cwox - base | median salient pixels cwox / base |', '|' + '---|' * 12]
     for s in res['summary']:
         if s: L.append(f"| {s['base']} | {s['images']} | {s['images_with_class_maps']} | {s['class_maps']} | {s['cauc_cwox']:.4f} "
                        f"| {s['cauc_base']:.4f} | {s['cdrop_cwox']:.4f} | {s['cdrop_base']:.4f} "
-                       f"| {s['cauc_wins']:.0%} | {s['cdrop_wins']:.0%} |")
+                       f"| {s['cauc_wins']:.0%} | {s['cdrop_wins']:.0%} | {s['cdrop_diff_median']:+.4f} "
+                       f"| {s['n_delta_cwox']:.0f} / {s['n_delta_base']:.0f} |")
     if res.get('tags'):
         L += ['', '| tags base | images | max on the mark: cwox | max on the mark: base |', '|---|---|---|---|']
         for t in res['tags']: L.append(f"| {t['base']} | {t['images']} | {t['on_mark_cwox']:.0%} | {t['on_mark_base']:.0%} |")
@@ -108,7 +111,8 @@ def main():
     res = json.loads(out.read_text()) if out.exists() else dict(rows=[], tags=[])
     res.update(device=dev, machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                args=vars(a), note=(f"EfficientNet-Lite0, ResNet50.json tree (cut 0), step {a.step}, RISE {a.rise_masks} masks, "
-                                   f"LIME {a.lime_samples} samples; means over class-level maps where both maps are not constant."))
+                                   f"LIME {a.lime_samples} samples; means over class-level maps where both maps are not constant; "
+                                   f"salient pixels: n_delta, the pixels above half the map's range, where the curve stops."))
     net = efficientnet_lite0().to(dev)
     A = assets_dir()
     tree = A / 'cwox' / 'ResNet50.json'
