@@ -515,7 +515,7 @@ def _build_level(data, delta, max_island, fit, deadline, level, progress, gate)-
     alone = [[int(v)] for v in np.flatnonzero(~((n_on > 0) & (n_on < N)))]     # constant columns
     if timed_out: alone += [[int(v)] for v in np.flatnonzero(active)]
     for x in lone:
-        if not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
+        if timed_out or not _attach(data, mi, islands, x, max_island, fit, gate): alone.append([x])
     return islands + sorted(alone), timed_out
 
 # %% ../nbs/20_hltm.ipynb #70d4e755
