@@ -66,7 +66,7 @@ def main():
                rows=n, same_rows=same, one_process_s=times['one'], two_processes_s=times['two'], speedup=t1 / t2,
                efficiency=t1 / t2 / 2, target_efficiency=0.9, cpus=os.cpu_count(), loadavg_before=load0, loadavg_after=load1,
                torch=torch.__version__, machine=platform.machine())
-    busy = max(load0[0], load1[0]) > (os.cpu_count() or 1) - 2 + 0.5
+    busy = load0[0] > (os.cpu_count() or 1) - 2 + 0.5          # the 1-minute load before (the load after includes these runs)
     note = (f"The machine was loaded by other programs while this ran (load average {load0[0]:.1f} before, {load1[0]:.1f} after, "
             f"on {os.cpu_count()} CPUs). Two processes did not get two idle cores, and among that many runnable threads two processes "
             "also get a larger share of the CPUs than one, so this ratio is not a clean measure in either direction: rerun on an idle "
