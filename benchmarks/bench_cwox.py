@@ -10,35 +10,22 @@
     maximum on the mark (its box grown by `--margin` pixels).
 Usage: .venv/bin/python benchmarks/bench_cwox.py [--bases gradcam rise] [--step 16] [--rise-masks 5000] [--tags 60]
 """
-import argparse, json, math, platform, time
+import argparse, json, platform, time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from xaikit.core import assets_dir
-from xaikit.explainers.cwox import CWOX
-from xaikit.metrics.base import SkipSample
-from xaikit.metrics.faithfulness import contrastive_faithfulness
+from xaikit.explainers.cwox import CWOX, class_map_faithfulness
 from xaikit.models import efficientnet_lite0, imagenet_subset
 
 
 def faithfulness_rows(cw, image, name, **kw)->list:
     "CAUC/CDROP of each class-level map of `cw` on `image` and of its base class map."
     e = cw.explain(image)
-    bm = e.extras['base_maps']
-    rows = []
-    for j, t in enumerate(e.targets):
-        if t.level != 'class': continue
-        c, negs = t.pos[0], [k for n in t.negs for k in n]
-        row = dict(image=name, cls=c, negatives=negs, n_clusters=len(e.extras['clusters']), n_forward=e.n_forward,
-                   seconds=e.seconds)
-        for which, m in (('cwox', e.maps[j]), ('base', bm['class_maps'][bm['classes'].index(c)])):
-            try:
-                r = contrastive_faithfulness(cw.model, e.image, m, c, negs, **kw)
-                row.update({f'{which}_cauc': r['cauc'], f'{which}_cdrop': r['cdrop'], f'{which}_n_delta': r['n_delta']})
-            except SkipSample: row.update({f'{which}_cauc': None, f'{which}_cdrop': None})
-        rows.append(row)
+    rows = [dict(image=name, n_clusters=len(e.extras['clusters']), n_forward=e.n_forward, seconds=e.seconds,
+                 **{k: v for k, v in r.items() if k != 'target'}) for r in class_map_faithfulness(e, cw.model, **kw)]
     return rows, e
 
 

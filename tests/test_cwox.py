@@ -9,7 +9,7 @@ import torch
 
 import xaikit
 from xaikit.core import ClassLogit, ClassProb, ClusterLogit, ClusterProb, normalize_map
-from xaikit.explainers.cwox import CWOX, CWOXTarget, plot_cwox, _top_label_sets
+from xaikit.explainers.cwox import CWOX, CWOXTarget, class_map_faithfulness, plot_cwox, _top_label_sets
 from xaikit.explainers.excitation import ExcitationBackprop
 from xaikit.explainers.gradcam import GradCAM
 from xaikit.explainers.lime import LIME
@@ -189,3 +189,20 @@ def test_bad_targets(case):
         from xaikit.core import Contrast
         cw.explain(img, targets=Contrast(ClassLogit(1), ClassLogit(2)))
     with pytest.raises(ValueError, match='out of range'): CWOX(net, clusters=[[1, 12]]).explain(img)
+
+
+def test_class_map_faithfulness(case):
+    "One row per class-level map, each scored exactly as `contrastive_faithfulness` scores the two maps on their own."
+    from xaikit.metrics.faithfulness import contrastive_faithfulness
+    m, x = case
+    e = CWOX(m, clusters=CL).explain(x)
+    rows = class_map_faithfulness(e, m, step=64)
+    assert [r['cls'] for r in rows] == [1, 2, 3, 4, 5]
+    bm = e.extras['base_maps']
+    for r in rows:
+        j = next(j for j, t in enumerate(e.targets) if t.level == 'class' and t.pos[0] == r['cls'])
+        assert r['target'] is e.targets[j] and sorted(r['negatives']) == sorted(c for C in CL if r['cls'] in C for c in C if c != r['cls'])
+        for w, mp in (('cwox', e.maps[j]), ('base', bm['class_maps'][bm['classes'].index(r['cls'])])):
+            if r[f'{w}_cauc'] is None: continue
+            d = contrastive_faithfulness(m, x, mp, r['cls'], r['negatives'], step=64)
+            assert (r[f'{w}_cauc'], r[f'{w}_cdrop'], r[f'{w}_n_delta']) == (d['cauc'], d['cdrop'], d['n_delta'])

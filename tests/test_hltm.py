@@ -183,7 +183,8 @@ def test_ud_test_on_sparse_real_labels():
     assert m2['loglik'] >= m1['loglik'] - 1e-6               # the nested start: never below the one-latent model
     assert bic(m2, N) - bic(m1, N) > 3                       # the UD-test fails: a second latent is needed
     P, w, _ = _patterns(X, [486, 889, 402])                  # cello, violin, acoustic guitar
-    assert fit_lcm(P, w, g)['theta'][1].min() > fit_lcm(P, w, g)['theta'][0].max()   # state 1 = labels on
+    theta = fit_lcm(P, w, g)['theta']
+    assert theta[1].min() > theta[0].max()                   # state 1 = labels on
 
 
 # --- learning ------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..core import Target, ClassLogit, ClassProb, LogOdds, ClusterLogit, Cluster
 from .base import Explainer, Result, register, get_explainer
 
 # %% auto #0
-__all__ = ['SCALES', 'cwox_layers', 'CWOXTarget', 'contrast', 'gate', 'scale_maps', 'CWOX', 'plot_cwox']
+__all__ = ['SCALES', 'cwox_layers', 'CWOXTarget', 'contrast', 'gate', 'scale_maps', 'CWOX', 'plot_cwox', 'class_map_faithfulness']
 
 # %% ../../nbs/21_cwox.ipynb #cceb0cdc
 def _top_label_sets(logits:torch.Tensor, # Logits (B, C)
@@ -333,3 +333,23 @@ def plot_cwox(expl,                # A CWOX `Explanation`
             ax.set_title(f"{t.name(names) if hasattr(t, 'name') else t}\np = {p:.3f}", fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../../nbs/21_cwox.ipynb #691fa67a
+def class_map_faithfulness(expl,          # A CWOX `Explanation` (it keeps its base maps)
+                           model,         # The classifier it explains
+                           **kw           # For `xaikit.metrics.faithfulness.contrastive_faithfulness` (step, batch_size, ...)
+                          )->list[dict]:
+    "CAUC, CDROP and n_delta of each class-level map of `expl` and of the base class map it is built from (None: constant map)"
+    from xaikit.metrics.faithfulness import contrastive_faithfulness
+    from xaikit.metrics.base import SkipSample
+    bm, rows = expl.extras['base_maps'], []
+    for j, t in enumerate(expl.targets):
+        if t.level != 'class': continue
+        c, negs = t.pos[0], [k for n in t.negs for k in n]
+        row = dict(target=t, cls=c, negatives=negs)
+        for w, m in (('cwox', expl.maps[j]), ('base', bm['class_maps'][bm['classes'].index(c)])):
+            try: r = contrastive_faithfulness(model, expl.image, m, c, negs, **kw)
+            except SkipSample: r = dict(cauc=None, cdrop=None, n_delta=None)     # a constant map ranks no pixel
+            row.update({f'{w}_{k}': r[k] for k in ('cauc', 'cdrop', 'n_delta')})
+        rows.append(row)
+    return rows
